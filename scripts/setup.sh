@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Prepare this machine for "make run" and "make test" (Debian 12, as root).
+#
+#   1. .venv with Python 3.11 and "pip install -e '.[dev]'" (again whenever
+#      pyproject.toml is newer than the last install);
+#   2. docker.io, debootstrap, the OpenSSH client and server, rsync (apt);
+#   3. a running Docker engine (started in the background if it does not answer);
+#   4. the Sandman workspace image (built if missing).
+#
+# Idempotent and quiet when there is nothing to do; exits non-zero with a message
+# on the first failure.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="$ROOT/.venv"
+STAMP="$VENV/.sandman-installed"
+DOCKERD_LOG=/var/log/sandman-dockerd.log
+DOCKER_TIMEOUT=60
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+need_root() { [ "$(id -u)" -eq 0 ] || die "$1 needs root; run this script as root"; }
+
+# ---------------------------------------------------------------- system packages
+APT_UPDATED=0
+apt_install() {
+    need_root "installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        apt-get update -qq || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+        die "apt-get install $* failed"
+}
+
+sshd_running() {
+    [ -s /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null
+}
+
+install_system_packages() {
+    local missing=() tool
+    for tool in dockerd debootstrap ssh scp sftp rsync sshd; do
+        have "$tool" || missing+=("$tool")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    say "missing: ${missing[*]}"
+    local sshd_was_running=0 policy_added=0
+    sshd_running && sshd_was_running=1
+    # Keep package scripts from starting services (openssh-server would start a
+    # system sshd on port 22); docker is started below, the way we want it.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    local status=0
+    (apt_install docker.io debootstrap openssh-client openssh-server rsync) || status=$?
+    [ "$policy_added" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$status" -eq 0 ] || exit "$status"
+    if [ "$sshd_was_running" -eq 0 ] && sshd_running; then
+        say "stopping the system sshd that openssh-server started"
+        if [ -d /run/systemd/system ]; then
+            systemctl stop ssh.service ssh.socket >/dev/null 2>&1 || true
+        fi
+        sshd_running && kill "$(cat /run/sshd.pid)" 2>/dev/null || true
+    fi
+    for tool in "${missing[@]}"; do
+        have "$tool" || die "$tool is still missing after apt-get install"
+    done
+}
+
+# ---------------------------------------------------------------- python venv
+python311() {
+    local candidate
+    for candidate in python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+setup_venv() {
+    if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ ! pyproject.toml -nt "$STAMP" ]; then
+        return 0
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        local python
+        python="$(python311)" || {
+            apt_install python3 python3-venv
+            python="$(python311)" || die "Python 3.11 not found (Debian 12's python3 is 3.11)"
+        }
+        "$python" -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+        say "creating .venv with $python"
+        "$python" -m venv "$VENV" || die "python -m venv .venv failed"
+    fi
+    say "pip install -e '.[dev]'"
+    local log
+    log="$(mktemp)"
+    if ! "$VENV/bin/python" -m pip install -q -e '.[dev]' >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        die "pip install -e '.[dev]' failed"
+    fi
+    rm -f "$log"
+    touch "$STAMP"
+}
+
+# ---------------------------------------------------------------- docker engine
+docker_answers() {
+    timeout 10 docker info >/dev/null 2>&1
+}
+
+start_docker() {
+    docker_answers && return 0
+    need_root "starting dockerd"
+    if [ -d /run/systemd/system ] && systemctl start docker.service >/dev/null 2>&1; then
+        say "started docker.service"
+    else
+        pgrep -x dockerd >/dev/null 2>&1 &&
+            die "dockerd is running but 'docker info' does not answer; see its log"
+        say "starting dockerd (log: $DOCKERD_LOG)"
+        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    fi
+    local waited=0
+    until docker_answers; do
+        if [ "$waited" -ge "$DOCKER_TIMEOUT" ]; then
+            printf 'setup: last lines of %s:\n' "$DOCKERD_LOG" >&2
+            tail -n 30 "$DOCKERD_LOG" >&2 2>/dev/null || true
+            die "the Docker engine did not answer within ${DOCKER_TIMEOUT}s"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+}
+
+# ---------------------------------------------------------------- main
+install_system_packages
+setup_venv
+start_docker
+"$VENV/bin/python" -m sandman.image || die "building the workspace image failed"

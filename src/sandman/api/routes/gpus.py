@@ -1,0 +1,194 @@
+"""``/gpus``: inventory, MIG profiles, free capacity and static MIG management."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from sandman.api.routes.deps import sandman
+from sandman.core import Sandman
+from sandman.errors import Conflict, NotFound
+from sandman.gpu.catalogue import GpuModel, MigProfile, find_model, validate_layout
+from sandman.gpu.planner import best_start, free_summary
+from sandman.gpu.types import GpuDevice, MigMode
+
+router = APIRouter(tags=["gpus"])
+App = Annotated[Sandman, Depends(sandman)]
+MIB = 1024 * 1024
+
+
+class CreateMigBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    profiles: list[str] = Field(min_length=1, max_length=8, description="e.g. [\"1g.5gb\"]")
+
+
+def _profile_out(model: GpuModel, profile: MigProfile) -> dict[str, Any]:
+    share = f"{profile.compute_slices}/7" if model.memory_slices == 8 else (
+        f"{profile.compute_slices}/{model.memory_slices}"
+    )
+    return {
+        "name": profile.name,
+        "model": model.key,
+        "profile_id": profile.profile_id,
+        "compute_slices": profile.compute_slices,
+        "memory_slices": profile.memory_slices,
+        "memory_size": profile.memory_mib * MIB,
+        "max_count": profile.max_count,
+        "placements": [{"start": s, "size": profile.size} for s in profile.starts],
+        "description": f"{share} GPU, {profile.memory_gb}GB memory",
+    }
+
+
+def _gpu_out(device: GpuDevice, owners: dict[str, str]) -> dict[str, Any]:
+    model = find_model(device.model)
+    slots: list[dict[str, Any]] = []
+    for instance in sorted(device.instances, key=lambda i: i.start):
+        slots.append(
+            {
+                "uuid": instance.uuid,
+                "profile": instance.profile,
+                "start": instance.start,
+                "size": instance.size,
+                "session_id": owners.get(instance.uuid),
+            }
+        )
+    return {
+        "index": device.index,
+        "uuid": device.uuid,
+        "name": device.name,
+        "model": device.model,
+        "architecture": model.architecture if model else None,
+        "memory_total": device.memory_total_mb * MIB,
+        "memory_used": device.memory_used_mb * MIB,
+        "memory_free": device.memory_free_mb * MIB,
+        "utilization": device.utilization_percent,
+        "temperature": device.temperature_c,
+        "power_usage": device.power_usage_w,
+        "power_limit": device.power_limit_w,
+        "mig_enabled": device.mig_mode != MigMode.DISABLED,
+        "mig_mode": device.mig_mode.value,
+        "mig_pending": device.mig_pending,
+        "memory_slices": model.memory_slices if model else 0,
+        "mig_instances": [
+            {
+                "uuid": i.uuid,
+                "profile": i.profile,
+                "memory": i.memory_mb * MIB,
+                "start": i.start,
+                "size": i.size,
+                "allocated": i.uuid in owners,
+                "session_id": owners.get(i.uuid),
+            }
+            for i in device.instances
+        ],
+        "mig_layout": slots,
+        "allocated": device.uuid in owners,
+        "session_id": owners.get(device.uuid),
+        "simulated": device.simulated,
+    }
+
+
+def _device(app: Sandman, gpu_uuid: str) -> GpuDevice:
+    for device in app.inventory.devices():
+        if device.uuid == gpu_uuid:
+            return device
+    raise NotFound(f"no GPU {gpu_uuid!r}")
+
+
+@router.get("/gpus")
+def list_gpus(app: App) -> dict[str, Any]:
+    owners = app.sessions.claimed_by()
+    gpus = [_gpu_out(d, owners) for d in app.inventory.devices()]
+    return {"gpus": gpus, "count": len(gpus), "backend": app.inventory.backend,
+            "simulated": app.inventory.simulated}
+
+
+@router.get("/gpus/profiles")
+def list_profiles(app: App) -> dict[str, Any]:
+    """MIG profiles of every model present (a profile name can differ in size by model)."""
+    seen: dict[str, GpuModel] = {}
+    for device in app.inventory.devices():
+        model = find_model(device.model)
+        if model is not None and model.mig_capable:
+            seen.setdefault(model.key, model)
+    profiles = [_profile_out(m, p) for m in seen.values() for p in m.profiles]
+    return {"profiles": profiles, "count": len(profiles), "models": sorted(seen)}
+
+
+@router.get("/gpus/available")
+def available(app: App) -> dict[str, Any]:
+    devices = app.inventory.devices()
+    owners = app.sessions.claimed_by()
+    instances = []
+    for device in devices:
+        model = find_model(device.model)
+        for instance in device.instances:
+            if instance.uuid in owners:
+                continue
+            profile = model.profile(instance.profile) if model else None
+            instances.append(
+                {
+                    "uuid": instance.uuid,
+                    "profile": instance.profile,
+                    "memory": instance.memory_mb * MIB,
+                    "compute_slices": profile.compute_slices if profile else None,
+                    "memory_slices": instance.size,
+                    "parent_gpu": device.uuid,
+                    "allocated": False,
+                }
+            )
+    whole = [
+        {"uuid": d.uuid, "name": d.name, "memory": d.memory_total_mb * MIB}
+        for d in devices
+        if d.mig_mode == MigMode.DISABLED and d.uuid not in owners
+    ]
+    summary = free_summary(devices, app.sessions.claims())
+    return {
+        "available_instances": instances,
+        "count": len(instances),
+        "whole_gpus": whole,
+        "free": summary,
+    }
+
+
+@router.post("/gpus/{gpu_uuid}/mig", status_code=status.HTTP_201_CREATED)
+def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[str, Any]:
+    """Create MIG instances (for the static strategy); the whole list or nothing."""
+    device = _device(app, gpu_uuid)
+    model = find_model(device.model)
+    if model is None or not model.mig_capable or device.mig_mode == MigMode.DISABLED:
+        raise Conflict(f"GPU {gpu_uuid} does not have MIG enabled")
+    layout = [(i.profile, i.start) for i in device.instances]
+    planned: list[tuple[str, int]] = []
+    for name in body.profiles:
+        start = best_start(model, layout + planned, name)
+        planned.append((name, start))
+    validate_layout(model, layout + planned)
+    created = []
+    try:
+        for name, start in planned:
+            created.append(app.inventory.create_instance(gpu_uuid, name, start))
+    except BaseException:
+        for instance in created:
+            app.inventory.destroy_instance(gpu_uuid, instance.uuid)
+        raise
+    return {
+        "created": [
+            {"uuid": i.uuid, "profile": i.profile, "start": i.start, "size": i.size}
+            for i in created
+        ]
+    }
+
+
+@router.delete("/gpus/{gpu_uuid}/mig/{instance_uuid}")
+def destroy_mig_instance(gpu_uuid: str, instance_uuid: str, app: App) -> dict[str, Any]:
+    device = _device(app, gpu_uuid)
+    if not any(i.uuid == instance_uuid for i in device.instances):
+        raise NotFound(f"no MIG instance {instance_uuid!r} on GPU {gpu_uuid}")
+    owner = app.sessions.claimed_by().get(instance_uuid)
+    if owner:
+        raise Conflict(f"MIG instance {instance_uuid} is allocated to session {owner}")
+    app.inventory.destroy_instance(gpu_uuid, instance_uuid)
+    return {"message": f"MIG instance {instance_uuid} destroyed"}

@@ -1,0 +1,112 @@
+"""``/sessions``: create, read, extend and end sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+
+from sandman.api.routes.deps import sandman
+from sandman.api.schemas import (
+    CreatedSessionOut,
+    CreateSessionBody,
+    ExtendSessionBody,
+    SessionOut,
+    session_out,
+)
+from sandman.core import Sandman
+from sandman.domain import SessionStatus
+from sandman.gpu.planner import free_summary
+from sandman.gpu.types import GpuRequest
+from sandman.services.sessions import SessionRequest
+from sandman.store.models import Session as SessionRow
+
+router = APIRouter(tags=["sessions"])
+App = Annotated[Sandman, Depends(sandman)]
+
+
+def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
+    return session_out(
+        row,
+        app.settings,
+        str(app.files.workspace_root / row.user_id),
+        app.inventory.simulated,
+    )
+
+
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=CreatedSessionOut)
+def create_session(body: CreateSessionBody, app: App) -> dict[str, Any]:
+    """Start a container for ``user_id``; returns once its sshd accepts connections."""
+    created = app.sessions.create(
+        SessionRequest(
+            user_id=body.user_id,
+            ttl_minutes=body.ttl_minutes,
+            gpu=GpuRequest(
+                mig_profile=body.mig_profile,
+                mig_instance_uuid=body.mig_instance_uuid,
+                gpu_count=body.gpu_count,
+                gpu_memory_gb=body.gpu_memory_gb,
+            ),
+            image=body.image,
+            ssh_public_keys=body.ssh_public_keys,
+            cpus=body.cpus,
+            memory=body.memory,
+            team=body.team,
+            project=body.project,
+            labels=dict(body.labels),
+        )
+    )
+    out = _out(app, created.session)
+    out["ssh_private_key"] = created.private_key
+    out["notes"] = list(created.notes)
+    return out
+
+
+@router.get("/sessions", response_model=list[SessionOut])
+def list_sessions(
+    app: App,
+    status: Annotated[str, Query(description="active (default), all, or one status")] = "active",
+    user_id: str | None = None,
+) -> list[dict[str, Any]]:
+    return [_out(app, row) for row in app.sessions.list(status, user_id)]
+
+
+@router.get("/sessions/stats")
+def session_stats(app: App) -> dict[str, Any]:
+    """Counts by status and profile, and GPU slices used and free."""
+    active = app.sessions.list("active")
+    by_profile: dict[str, int] = {}
+    for row in active:
+        key = row.mig_profile or ("whole-gpu" if row.gpu_uuid else "no-gpu")
+        by_profile[key] = by_profile.get(key, 0) + 1
+    return {
+        "by_status": app.sessions.counts_by_status(),
+        "active": len(active),
+        "by_profile": by_profile,
+        "gpus": free_summary(app.inventory.devices(), app.sessions.claims()),
+    }
+
+
+@router.get("/sessions/{session_id}", response_model=SessionOut)
+def get_session(session_id: str, app: App) -> dict[str, Any]:
+    return _out(app, app.sessions.get(session_id))
+
+
+@router.patch("/sessions/{session_id}", response_model=SessionOut)
+def extend_session(session_id: str, body: ExtendSessionBody, app: App) -> dict[str, Any]:
+    """Set the TTL to ``ttl_minutes`` from now (capped by the maximum TTL)."""
+    return _out(app, app.sessions.extend(session_id, body.ttl_minutes))
+
+
+@router.delete("/sessions/{session_id}")
+def delete_session(session_id: str, app: App) -> dict[str, Any]:
+    """End the session and reclaim container, GPU slice and port; idempotent."""
+    row = app.sessions.end(session_id, SessionStatus.DELETED, "deleted through the API")
+    return {"message": f"session {session_id} ended", "session": _out(app, row)}
+
+
+@router.delete("/sessions")
+def delete_all_sessions(app: App) -> dict[str, Any]:
+    """Emergency clean-up: end every active session."""
+    ended = app.sessions.end_all("all sessions deleted through the API")
+    return {"message": f"{len(ended)} sessions ended", "ended": [row.id for row in ended]}

@@ -1,0 +1,148 @@
+"""Request and response bodies. Field names follow the seed documents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+from sandman.config import Settings
+from sandman.store.models import Session as SessionRow
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcTime = Annotated[datetime, PlainSerializer(_iso, return_type=str)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class CreateSessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(description="Linux user name: ^[a-z_][a-z0-9_-]{0,31}$")
+    ttl_minutes: int | None = Field(None, description="Lifetime in minutes (default 60).")
+    mig_profile: str | None = Field(None, description="A MIG profile such as 1g.5gb.")
+    mig_instance_uuid: str | None = Field(None, description="An exact MIG instance.")
+    gpu_count: int | None = Field(None, description="Whole GPUs; 0 for none.")
+    gpu_memory_gb: float | None = Field(None, description="Smallest slice with this memory.")
+    image: str | None = Field(None, description="One of the allowed images.")
+    ssh_public_keys: list[str] | None = Field(
+        None, description="OpenSSH public keys; if absent a key pair is generated."
+    )
+    cpus: float | None = None
+    memory: str | None = Field(None, description="Memory limit such as 16g.")
+    team: Name | None = None
+    project: Name | None = None
+    labels: dict[Name, Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class ExtendSessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl_minutes: int
+
+
+class SessionMetadata(BaseModel):
+    image: str
+    workspace: str
+    ssh_port: str | None
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    id: str
+    user_id: str
+    status: str
+    container_id: str | None
+    container_name: str
+    container_ip: str | None
+    ssh_user: str
+    ssh_host: str
+    ssh_port: int | None
+    ssh_command: str
+    ssh_host_public_key: str | None
+    gpu_uuid: str | None
+    gpu_uuids: list[str]
+    parent_gpu_uuid: str | None
+    gpu_name: str | None
+    mig_profile: str | None
+    mig_instance_uuid: str | None
+    gpu_fallback: bool
+    gpu_simulated: bool
+    image: str
+    cpus: float
+    memory: str
+    team: str | None
+    project: str | None
+    labels: dict[str, str]
+    ttl_minutes: int
+    created_at: UtcTime
+    started_at: UtcTime | None
+    expires_at: UtcTime
+    last_activity: UtcTime | None
+    ended_at: UtcTime | None
+    end_reason: str | None
+    metadata: SessionMetadata
+
+
+class CreatedSessionOut(SessionOut):
+    ssh_private_key: str | None = Field(
+        None, description="Only when Sandman generated the key pair; shown this once."
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
+def ssh_endpoint(settings: Settings, row: SessionRow) -> tuple[str, int | None]:
+    return settings.ssh_public_host, row.ssh_port
+
+
+def session_out(
+    row: SessionRow, settings: Settings, workspace: str, simulated: bool
+) -> dict[str, Any]:
+    host, port = ssh_endpoint(settings, row)
+    port_flag = f"-p {port} " if port and port != 22 else ""
+    uuids = row.gpu_uuid.split(",") if row.gpu_uuid else []
+    return {
+        "session_id": row.id,
+        "id": row.id,
+        "user_id": row.user_id,
+        "status": row.status,
+        "container_id": row.container_id,
+        "container_name": row.container_name,
+        "container_ip": row.container_ip,
+        "ssh_user": row.user_id,
+        "ssh_host": host,
+        "ssh_port": port,
+        "ssh_command": f"ssh {port_flag}{row.user_id}@{host}",
+        "ssh_host_public_key": row.host_public_key,
+        "gpu_uuid": uuids[0] if uuids else None,
+        "gpu_uuids": uuids,
+        "parent_gpu_uuid": (row.gpu_parent_uuid or "").split(",")[0] or None,
+        "gpu_name": row.gpu_name,
+        "mig_profile": row.mig_profile,
+        "mig_instance_uuid": row.mig_instance_uuid,
+        "gpu_fallback": row.gpu_fallback,
+        "gpu_simulated": simulated and bool(uuids),
+        "image": row.image,
+        "cpus": row.cpus,
+        "memory": row.memory,
+        "team": row.team,
+        "project": row.project,
+        "labels": row.labels,
+        "ttl_minutes": row.ttl_minutes,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "expires_at": row.expires_at,
+        "last_activity": row.last_activity,
+        "ended_at": row.ended_at,
+        "end_reason": row.end_reason,
+        "metadata": {
+            "image": row.image,
+            "workspace": workspace,
+            "ssh_port": str(port) if port else None,
+        },
+    }

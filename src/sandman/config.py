@@ -1,0 +1,151 @@
+"""Sandman's one settings object.
+
+Values come from keyword arguments (the CLI's flags), then environment variables
+with the ``SANDMAN_`` prefix, then the seed documents' names (``DB_PATH``,
+``WORKSPACE_ROOT``, ``TTL_CHECK_INTERVAL``) as aliases.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WORKSPACE_IMAGE = "sandman-workspace:latest"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"1m"``, ``"30s"``, ``"2s"``, ``"1h"`` or a number of seconds, as seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 1m, 2h)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, not {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _alias(name: str, *seed_names: str) -> AliasChoices:
+    return AliasChoices(f"SANDMAN_{name.upper()}", *seed_names)
+
+
+class Settings(BaseSettings):
+    """Every knob Sandman has. Field docs are the reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SANDMAN_", populate_by_name=True, extra="ignore", case_sensitive=False
+    )
+
+    # --- API ---
+    host: str = Field("127.0.0.1", description="API listen address.")
+    port: int = Field(8080, ge=1, le=65535, description="API listen port.")
+    admin_token: SecretStr | None = Field(
+        None,
+        validation_alias=_alias("admin_token"),
+        description="Bearer token for the admin API; generated into the data dir if unset.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty means CORS is off."
+    )
+
+    # --- storage ---
+    data_dir: Path = Field(Path(".sandman"), description="Where Sandman keeps its state.")
+    db_path: Path | None = Field(
+        None, validation_alias=_alias("db_path", "DB_PATH"), description="SQLite file."
+    )
+    database_url: str | None = Field(
+        None, description="Any SQLAlchemy URL (PostgreSQL works); overrides db_path."
+    )
+    workspace_root: Path | None = Field(
+        None,
+        validation_alias=_alias("workspace_root", "WORKSPACE_ROOT"),
+        description="Parent of the users' workspaces (default: <data_dir>/workspaces).",
+    )
+
+    # --- lifecycle ---
+    ttl_check_interval: Duration = Field(
+        60.0,
+        validation_alias=_alias("ttl_check_interval", "TTL_CHECK_INTERVAL"),
+        description="How often the reaper looks for expired sessions.",
+    )
+    reconcile_interval: Duration = Field(30.0, description="How often the reconciler runs.")
+    start_timeout: Duration = Field(60.0, description="How long a container may take to answer SSH.")
+    stop_grace_period: Duration = Field(5.0, description="SIGTERM-to-SIGKILL grace on stop.")
+    default_ttl_minutes: int = Field(60, ge=1)
+    max_ttl_minutes: int = Field(7 * 24 * 60, ge=1)
+
+    # --- GPUs ---
+    gpu_backend: Literal["simulated", "nvml"] = "simulated"
+    gpu_topology: str = Field(
+        "a100-40gb-7x1g", description="Preset name or YAML file for the simulated backend."
+    )
+    nvml_mig_strategy: Literal["static", "dynamic"] = Field(
+        "static", description="How MIG-enabled GPUs found through NVML are handed out."
+    )
+    default_mig_profile: str | None = Field(
+        "1g.5gb", description="Profile given when a request names no GPU resource."
+    )
+    mig_fallback: bool = Field(
+        True, description="Give a whole non-MIG GPU when no MIG instance can serve a profile."
+    )
+
+    # --- containers ---
+    default_image: str = WORKSPACE_IMAGE
+    allowed_images: list[str] = Field(default_factory=lambda: [WORKSPACE_IMAGE])
+    container_prefix: str = Field("sandman", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+    network_name: str = Field("worknet", description="Docker network of session containers.")
+    cpus: float = Field(4.0, gt=0, description="Default CPU limit per session.")
+    memory: str = Field("16g", description="Default memory limit per session.")
+    pids_limit: int = Field(4096, ge=64)
+    shm_size: str = Field("2g", description="/dev/shm size; GPU frameworks need a large one.")
+    uid_base: int = Field(20000, ge=1000, description="First uid handed to users.")
+
+    # --- SSH ---
+    ssh_mode: Literal["gateway", "direct", "both"] = "direct"
+    ssh_bind_address: str = "127.0.0.1"
+    ssh_port_start: int = Field(10000, ge=1024, le=65535)
+    ssh_port_end: int = Field(20000, ge=1024, le=65535)
+    ssh_public_host: str = Field("127.0.0.1", description="Host name the API reports.")
+
+    log_level: str = "INFO"
+
+    @field_validator("allowed_images", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        path = self.db_path or self.data_dir / "sandman.db"
+        return f"sqlite:///{path.resolve()}"
+
+    @property
+    def effective_workspace_root(self) -> Path:
+        return (self.workspace_root or self.data_dir / "workspaces").resolve()
+
+    def check(self) -> None:
+        """Refuse combinations that cannot work, with the reason."""
+        from sandman.errors import ConfigurationError
+
+        if self.ssh_port_start > self.ssh_port_end:
+            raise ConfigurationError("ssh_port_start must not exceed ssh_port_end")
+        if self.default_ttl_minutes > self.max_ttl_minutes:
+            raise ConfigurationError("default_ttl_minutes must not exceed max_ttl_minutes")
+        if self.default_image not in self.allowed_images:
+            raise ConfigurationError(f"default image {self.default_image} is not in allowed_images")

@@ -1,0 +1,127 @@
+"""The composition root: one ``Sandman`` wires settings, database, runtime,
+GPU inventory and services together, and runs the background loops."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+
+from sandman.config import Settings
+from sandman.errors import SandmanError
+from sandman.gpu.inventory import make_inventory
+from sandman.gpu.types import GpuInventory, MigMode
+from sandman.runtime.base import ContainerRuntime
+from sandman.runtime.docker import DockerRuntime
+from sandman.services.files import SessionFiles
+from sandman.services.reaper import Reaper
+from sandman.services.reconciler import Reconciler
+from sandman.services.sessions import SessionService
+from sandman.store.database import Database
+from sandman.store.models import Meta
+
+log = logging.getLogger(__name__)
+
+
+def deployment_id(db: Database) -> str:
+    """A stable id for this database; every container carries it as a label, so two
+    Sandman installs sharing one Docker engine never touch each other's containers."""
+    with db.transaction() as tx:
+        row = tx.get(Meta, "deployment_id")
+        if row is None:
+            row = Meta(key="deployment_id", value=uuid.uuid4().hex[:12])
+            tx.add(row)
+        return row.value
+
+
+def admin_token(settings: Settings, announce: Callable[[str], None]) -> str:
+    """The configured token, or one generated once into the data dir (mode 0600)."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path = settings.data_dir / "admin_token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    announce(
+        f"Generated the admin token (shown once; kept in {path}):\n\n    {token}\n"
+    )
+    return token
+
+
+class Sandman:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ContainerRuntime | None = None,
+        inventory: GpuInventory | None = None,
+        announce: Callable[[str], None] = print,
+    ) -> None:
+        settings.check()
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = Database(settings.effective_database_url)
+        self.db.migrate()
+        self.deployment_id = deployment_id(self.db)
+        self.admin_token = admin_token(settings, announce)
+        self.runtime: ContainerRuntime = runtime or DockerRuntime()
+        self.inventory: GpuInventory = inventory or make_inventory(
+            settings.gpu_backend,
+            topology=settings.gpu_topology,
+            state_path=settings.data_dir / "simulated-gpus.json",
+            default_mode=MigMode(settings.nvml_mig_strategy),
+        )
+        self.worker_id = f"{uuid.uuid4().hex[:16]}"
+        self.files = SessionFiles(settings.data_dir, settings.effective_workspace_root)
+        self.sessions = SessionService(
+            settings,
+            self.db,
+            self.runtime,
+            self.inventory,
+            self.files,
+            deployment_id=self.deployment_id,
+            worker_id=self.worker_id,
+        )
+        self.reaper = Reaper(self.sessions)
+        self.reconciler = Reconciler(
+            self.sessions, stale_after=max(3 * settings.reconcile_interval, 30.0)
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start_background(self) -> None:
+        """Reconcile once now, then run the reaper and reconciler on their timers."""
+        try:
+            self.runtime.ensure_network(self.settings.network_name)
+            self.reconciler.run_once()
+        except SandmanError as exc:
+            log.error("start-up reconciliation failed: %s", exc.message)
+        self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)
+        self._loop("reconciler", self.settings.reconcile_interval, self.reconciler.run_once)
+
+    def _loop(self, name: str, interval: float, work: Callable[[], object]) -> None:
+        def run() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    work()
+                except SandmanError as exc:
+                    log.error("%s: %s", name, exc.message)
+                except Exception:
+                    log.exception("%s failed; it runs again in %.0fs", name, interval)
+
+        thread = threading.Thread(target=run, name=f"sandman-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.inventory.close()
+        self.db.dispose()

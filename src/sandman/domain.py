@@ -1,0 +1,57 @@
+"""Words of the domain, with no I/O: session states, user names, requests."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from sandman.errors import InvalidRequest
+
+USER_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class SessionStatus(StrEnum):
+    """Where a session is in its life.
+
+    ``starting``/``running``/``stopping`` are active: they hold resources.
+    ``expired`` (TTL), ``deleted`` (DELETE), ``failed`` (creation failed) and
+    ``lost`` (the container vanished or died) are ended: they hold nothing.
+    """
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+    FAILED = "failed"
+    LOST = "lost"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = frozenset(
+    {SessionStatus.STARTING, SessionStatus.RUNNING, SessionStatus.STOPPING}
+)
+
+
+def validate_user_id(user_id: str) -> str:
+    """Linux user-name rules; checked before a name touches a path or a container."""
+    if not isinstance(user_id, str) or not USER_ID_PATTERN.fullmatch(user_id):
+        raise InvalidRequest(
+            f"invalid user_id {user_id!r}: use 1-32 characters, lower-case letters, digits, "
+            "'_' or '-', starting with a letter or '_'"
+        )
+    if user_id in RESERVED_USER_IDS:
+        raise InvalidRequest(f"user_id {user_id!r} is reserved for the system")
+    return user_id
+
+
+RESERVED_USER_IDS = frozenset(
+    {
+        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+        "proxy", "www-data", "backup", "list", "irc", "_apt", "nobody", "sshd", "messagebus",
+        "systemd-network", "systemd-resolve", "systemd-timesync",
+    }
+)  # fmt: skip

@@ -1,0 +1,215 @@
+"""The SSH gateway: ``ssh user123@gateway`` lands in user123's session container.
+
+The gateway authenticates the user against their registered keys, looks up
+their running session through a :class:`~sandman.gateway.routing.RouteSource`
+and relays every channel to the session's own sshd, which it reaches with its
+identity key and whose host key it checks strictly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+
+import asyncssh
+
+from sandman.errors import ConfigurationError
+from sandman.gateway import asyncssh_tuning
+from sandman.gateway.connection import GatewayConnection, GatewayContext
+from sandman.gateway.keys import load_or_create_key, public_key_line
+from sandman.gateway.routing import RouteSource
+from sandman.gateway.upstream import PREFERRED_CIPHERS, UpstreamPolicy
+
+log = logging.getLogger("sandman.gateway")
+
+TOUCH_INTERVAL_S = 30.0
+
+
+class GatewayServer:
+    """Accepts users' SSH connections and relays them into their sessions.
+
+    Host key and identity key are created on first start (Ed25519, mode 0600)
+    and reused afterwards, so users' ``known_hosts`` entries stay valid.
+    """
+
+    def __init__(
+        self,
+        route_source: RouteSource,
+        *,
+        listen_host: str,
+        listen_port: int,
+        host_key_path: Path,
+        identity_key_path: Path,
+        public_host: str = "ssh.gw",
+        allow_passwords: bool = False,
+        upstream_policy: UpstreamPolicy | None = None,
+        touch_interval_s: float = TOUCH_INTERVAL_S,
+        tune_asyncssh: bool = True,
+    ) -> None:
+        if allow_passwords:
+            # RouteSource has no way to check a password; refuse loudly rather
+            # than advertise a method that can never succeed.
+            raise ConfigurationError("the gateway supports public-key authentication only")
+        self._route_source = route_source
+        self._listen_host = listen_host
+        self._listen_port = listen_port
+        self._host_key_path = host_key_path
+        self._identity_key_path = identity_key_path
+        self.public_host = public_host
+        self._policy = upstream_policy or UpstreamPolicy()
+        self._touch_interval_s = touch_interval_s
+        self._tune = tune_asyncssh
+        self._host_key: asyncssh.SSHKey | None = None
+        self._identity: asyncssh.SSHKey | None = None
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: dict[str, set[GatewayConnection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._toucher: asyncio.Task[None] | None = None
+
+    # -- keys -------------------------------------------------------------
+
+    def _keys(self) -> tuple[asyncssh.SSHKey, asyncssh.SSHKey]:
+        if self._host_key is None:
+            self._host_key = load_or_create_key(
+                self._host_key_path, comment=f"sandman-gateway-host@{self.public_host}"
+            )
+        if self._identity is None:
+            self._identity = load_or_create_key(
+                self._identity_key_path, comment=f"sandman-gateway@{self.public_host}"
+            )
+        return self._host_key, self._identity
+
+    def identity_public_key(self) -> str:
+        """The OpenSSH line session containers must authorize for the gateway."""
+        return public_key_line(self._keys()[1])
+
+    def host_public_key(self) -> str:
+        """The OpenSSH line of the gateway's host key (for users' known_hosts)."""
+        return public_key_line(self._keys()[0])
+
+    def known_hosts_line(self) -> str:
+        """A ready-made known_hosts entry for ``public_host``."""
+        return f"{self.public_host} {self.host_public_key()}"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the listening socket and start accepting connections."""
+        if self._tune:
+            asyncssh_tuning.apply()
+        host_key, identity = self._keys()
+        ctx = GatewayContext(
+            route_source=self._route_source,
+            identity=identity,
+            policy=self._policy,
+            register=self._register,
+            unregister=self._unregister,
+            spawn=self._spawn,
+        )
+        self._acceptor = await asyncssh.listen(
+            self._listen_host,
+            self._listen_port,
+            server_factory=lambda: GatewayConnection(ctx),
+            server_host_keys=[host_key],
+            encryption_algs=list(PREFERRED_CIPHERS),
+            public_key_auth=True,
+            password_auth=False,
+            kbdint_auth=False,
+            allow_pty=True,
+            line_editor=False,
+            encoding=None,
+            agent_forwarding=True,
+            x11_forwarding=False,
+            keepalive_interval=30,
+            keepalive_count_max=3,
+            login_timeout=60,
+            config=None,
+        )
+        self._toucher = asyncio.get_running_loop().create_task(self._touch_loop())
+        log.info("gateway listening on %s:%d", self._listen_host, self.bound_port)
+
+    @property
+    def bound_port(self) -> int:
+        """The TCP port actually bound (useful with ``listen_port=0``)."""
+        if self._acceptor is None:
+            raise RuntimeError("gateway not started")
+        return self._acceptor.get_port()
+
+    async def close(self) -> None:
+        """Stop listening, close every connection and flush the audit records."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for conns in list(self._connections.values()):
+            for conn in list(conns):
+                conn.cut("the gateway is shutting down")
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()
+            self._acceptor = None
+        if self._toucher is not None:
+            self._toucher.cancel()
+            self._toucher = None
+        # Connection-lost callbacks schedule the final records; let them land.
+        for _ in range(50):
+            if not self._tasks:
+                break
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.sleep(0)
+
+    async def close_user(self, user_id: str, reason: str) -> int:
+        """Close every open connection of ``user_id``; return how many there were.
+
+        Sandman calls this when the user's session is deleted or expires. Each
+        open session channel is told the reason on stderr first.
+        """
+        conns = [c for c in self._connections.get(user_id, set()) if c.is_open]
+        for conn in conns:
+            conn.cut(reason)
+        if conns:
+            log.info("closed %d connection(s) of %s: %s", len(conns), user_id, reason)
+        return len(conns)
+
+    def connection_count(self, user_id: str | None = None) -> int:
+        """How many authenticated connections are open (for one user, or all)."""
+        if user_id is not None:
+            return len(self._connections.get(user_id, ()))
+        return sum(len(c) for c in self._connections.values())
+
+    # -- internals ------------------------------------------------------------
+
+    def _register(self, conn: GatewayConnection) -> None:
+        assert conn.user_id is not None
+        self._connections.setdefault(conn.user_id, set()).add(conn)
+
+    def _unregister(self, conn: GatewayConnection) -> None:
+        assert conn.user_id is not None
+        conns = self._connections.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._connections[conn.user_id]
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch_loop(self) -> None:
+        """Keep ``last_activity`` fresh for every session with an open connection."""
+        while True:
+            await asyncio.sleep(self._touch_interval_s)
+            sessions = {
+                c.route.session_id
+                for conns in self._connections.values()
+                for c in conns
+                if c.route is not None and c.is_open
+            }
+            for session_id in sessions:
+                try:
+                    await asyncio.to_thread(self._route_source.touch, session_id)
+                except Exception:
+                    log.exception("[session=%s] touch failed", session_id)

@@ -1,0 +1,1 @@
+"""GPUs: NVIDIA's MIG geometry, inventories (NVML, simulated) and the placement planner."""

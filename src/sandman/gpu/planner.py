@@ -1,0 +1,492 @@
+"""Where a session's GPU share goes: a pure function of request, devices and claims.
+
+The planner never touches hardware. It sees the inventory's devices and the
+database's claims, and returns ``Allocation``s; the caller claims them (see
+``claim_units``) and, for ``mig_create``, asks the inventory to create the
+instance. Keeping this pure makes the placement policy testable exhaustively
+and lets the benchmark replay thousands of sessions in seconds.
+
+Placement policy. A MIG profile can usually start at several slots on several
+GPUs, and a careless choice blocks later requests (a ``1g`` at slot 0 of an
+empty A100 makes the GPU's only ``4g`` placement impossible). For every
+candidate (GPU, start) the planner computes what the placement would cost: for
+each profile, largest first, how many instances could still be placed on that
+GPU before and after. It takes the candidate whose loss is smallest
+lexicographically (losing a future ``7g`` is worse than losing any number of
+``1g``s), then the fullest GPU (best fit), then the lowest GPU index and start,
+so the choice is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sandman.errors import CapacityExhausted, InvalidRequest, NotFound
+from sandman.gpu.catalogue import (
+    MIB_PER_GIB,
+    GpuModel,
+    MigProfile,
+    all_profile_names,
+    find_model,
+    nominal_gb,
+    slot_mask,
+)
+from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuRequest, MigInstance, MigMode
+
+__all__ = [
+    "best_start",
+    "claim_for",
+    "claim_units",
+    "free_summary",
+    "plan",
+]
+
+
+@dataclass
+class _Gpu:
+    """What the planner knows about one device after applying the claims."""
+
+    device: GpuDevice
+    model: GpuModel | None
+    used: int = 0  # memory slices occupied (bit i = slice i)
+    counts: dict[str, int] = field(default_factory=dict)
+    media_used: bool = False
+    free_instances: list[MigInstance] = field(default_factory=list)  # static GPUs only
+    whole_free: bool = False  # disabled GPUs only
+    claimed: set[str] = field(default_factory=set)  # instance UUIDs a claim holds
+
+    @property
+    def mode(self) -> MigMode:
+        return self.device.mig_mode
+
+    @property
+    def label(self) -> str:
+        return self.device.uuid[:12]
+
+    @property
+    def free_slices(self) -> int:
+        total = self.model.memory_slices if self.model else 0
+        return total - bin(self.used).count("1")
+
+
+def _claimed(inst: MigInstance, claims: Sequence[Claim]) -> bool:
+    for c in claims:
+        if c.instance_uuid is not None:
+            if c.instance_uuid == inst.uuid:
+                return True
+        elif c.start == inst.start and c.profile == inst.profile:
+            return True
+    return False
+
+
+def _build(devices: Sequence[GpuDevice], claims: Sequence[Claim]) -> list[_Gpu]:
+    by_gpu: dict[str, list[Claim]] = {}
+    for c in claims:
+        by_gpu.setdefault(c.gpu_uuid, []).append(c)
+    gpus: list[_Gpu] = []
+    for dev in sorted(devices, key=lambda d: d.index):
+        mine = by_gpu.get(dev.uuid, [])
+        g = _Gpu(dev, find_model(dev.model))
+        if dev.mig_mode is MigMode.DISABLED:
+            g.whole_free = not mine
+            gpus.append(g)
+            continue
+        for inst in dev.instances:
+            _occupy(g, inst.profile, inst.start, inst.size)
+            if _claimed(inst, mine):
+                g.claimed.add(inst.uuid)
+            elif dev.mig_mode is MigMode.STATIC:
+                g.free_instances.append(inst)
+        if dev.mig_mode is MigMode.DYNAMIC:
+            present = dev.instances
+            for c in mine:
+                if c.profile is None or any(_matches(c, i) for i in present):
+                    continue  # already counted through the instance it names
+                _occupy(g, c.profile, c.start, c.size)
+        gpus.append(g)
+    return gpus
+
+
+def _matches(c: Claim, inst: MigInstance) -> bool:
+    if c.instance_uuid is not None:
+        return c.instance_uuid == inst.uuid
+    return c.start == inst.start and c.profile == inst.profile
+
+
+def _occupy(g: _Gpu, profile_name: str, start: int, size: int) -> None:
+    g.used |= slot_mask(start, size)
+    g.counts[profile_name] = g.counts.get(profile_name, 0) + 1
+    if profile_name.endswith("+me"):
+        g.media_used = True
+
+
+# ---- placement scoring -------------------------------------------------------
+
+
+_RANKED: dict[str, tuple[MigProfile, ...]] = {}
+
+
+def _rank(model: GpuModel) -> tuple[MigProfile, ...]:
+    """Profiles that matter for future capacity, largest first (+me variants excluded)."""
+    ranked = _RANKED.get(model.key)
+    if ranked is None:
+        ranked = tuple(
+            sorted(
+                (p for p in model.profiles if not p.media),
+                key=lambda p: (-p.memory_slices, -p.compute_slices, p.name),
+            )
+        )
+        _RANKED[model.key] = ranked
+    return ranked
+
+
+@lru_cache(maxsize=8192)
+def _free_placements(model_key: str, used: int) -> tuple[int, ...]:
+    """Per ranked profile: its placements that overlap nothing in ``used``.
+
+    Placements of one profile never overlap each other in NVIDIA's tables, so
+    this is also how many more instances of that profile alone would fit.
+    """
+    model = find_model(model_key)
+    assert model is not None
+    return tuple(sum(1 for s in p.starts if not used & slot_mask(s, p.size)) for p in _rank(model))
+
+
+def _potential(model: GpuModel, used: int, counts: Mapping[str, int]) -> tuple[int, ...]:
+    free = _free_placements(model.key, used)
+    return tuple(
+        min(f, max(0, p.max_count - counts.get(p.name, 0)))
+        for f, p in zip(free, _rank(model), strict=True)
+    )
+
+
+def best_start(
+    model: GpuModel,
+    used: int,
+    counts: Mapping[str, int],
+    media_used: bool,
+    profile: MigProfile,
+) -> tuple[tuple[int, ...], int] | None:
+    """The least damaging start for ``profile`` on one GPU: (loss vector, start).
+
+    ``None`` when the profile fits nowhere on this GPU. Results are cached by GPU
+    state: a machine has few distinct states, so most decisions are look-ups.
+    """
+    key = tuple(counts.get(p.name, 0) for p in model.profiles)
+    return _best_start(model.key, used, key, media_used, profile.name)
+
+
+@lru_cache(maxsize=65536)
+def _best_start(
+    model_key: str, used: int, count_key: tuple[int, ...], media_used: bool, name: str
+) -> tuple[tuple[int, ...], int] | None:
+    model = find_model(model_key)
+    assert model is not None
+    counts = {p.name: n for p, n in zip(model.profiles, count_key, strict=True)}
+    profile = model.profile(name)
+    assert profile is not None
+    # the per-GPU limits: -lgip max count, and one media extension per GPU
+    if counts[name] >= profile.max_count or (profile.media and media_used):
+        return None
+    before = _potential(model, used, counts)
+    best: tuple[tuple[int, ...], int] | None = None
+    after_counts = dict(counts)
+    after_counts[name] += 1
+    for s in profile.starts:
+        mask = slot_mask(s, profile.size)
+        if used & mask:
+            continue
+        after = _potential(model, used | mask, after_counts)
+        loss = tuple(b - a for b, a in zip(before, after, strict=True))
+        if best is None or loss < best[0]:
+            best = (loss, s)
+    return best
+
+
+# ---- public API --------------------------------------------------------------
+
+
+def plan(
+    request: GpuRequest,
+    devices: Sequence[GpuDevice],
+    claims: Sequence[Claim],
+    *,
+    default_profile: str | None = "1g.5gb",
+    allow_fallback: bool = True,
+) -> list[Allocation]:
+    """Decide which GPU share(s) satisfy ``request``; raise a domain error if none can.
+
+    Returns ``[]`` when the request asks for no GPU. Raises ``InvalidRequest`` for
+    a malformed request or a profile no GPU here could ever provide,
+    ``CapacityExhausted`` (saying what is free) when the GPUs are busy, and
+    ``NotFound`` for an unknown ``mig_instance_uuid``.
+    """
+    fields = [
+        request.mig_profile,
+        request.mig_instance_uuid,
+        request.gpu_count,
+        request.gpu_memory_gb,
+    ]
+    if sum(f is not None for f in fields) > 1:
+        raise InvalidRequest(
+            "set at most one of mig_profile, mig_instance_uuid, gpu_count, gpu_memory_gb"
+        )
+    gpus = _build(devices, claims)
+    if request.mig_instance_uuid is not None:
+        return [_plan_instance(request.mig_instance_uuid, gpus)]
+    if request.gpu_count is not None:
+        return _plan_whole(request.gpu_count, gpus)
+    if request.gpu_memory_gb is not None:
+        return [_plan_memory(request.gpu_memory_gb, gpus)]
+    if request.mig_profile is not None:
+        return [_plan_profile(request.mig_profile.strip().lower(), gpus, allow_fallback)]
+    if default_profile is None:
+        return []
+    if not any(g.model and g.model.profile(default_profile) for g in gpus):
+        # The default names one model's profile (1g.5gb is A100-40GB's); on other
+        # machines give the smallest share of at least the same memory instead.
+        return [_plan_memory(float(nominal_gb(default_profile) or 1), gpus)]
+    return [_plan_profile(default_profile, gpus, allow_fallback)]
+
+
+def _plan_instance(uuid: str, gpus: list[_Gpu]) -> Allocation:
+    for g in gpus:
+        for inst in g.device.instances:
+            if inst.uuid != uuid:
+                continue
+            if inst.uuid in g.claimed or g.mode is MigMode.DISABLED:
+                raise CapacityExhausted(
+                    f"MIG instance {uuid} ({inst.profile} on {g.label}) is in use; "
+                    f"free now: {_describe_free(gpus)}"
+                )
+            return _from_instance(g, inst)
+    raise NotFound(f"no MIG instance {uuid}")
+
+
+def _from_instance(g: _Gpu, inst: MigInstance) -> Allocation:
+    return Allocation(
+        gpu_uuid=g.device.uuid,
+        kind="mig_instance",
+        profile=inst.profile,
+        start=inst.start,
+        size=inst.size,
+        memory_mb=inst.memory_mb,
+        instance_uuid=inst.uuid,
+    )
+
+
+def _whole(g: _Gpu, *, fallback: bool = False, note: str | None = None) -> Allocation:
+    size = g.model.memory_slices if g.model and g.model.memory_slices else 1
+    return Allocation(
+        gpu_uuid=g.device.uuid,
+        kind="whole_gpu",
+        profile=None,
+        start=0,
+        size=size,
+        memory_mb=g.device.memory_total_mb,
+        fallback=fallback,
+        notes=(note,) if note else (),
+    )
+
+
+def _plan_whole(count: int, gpus: list[_Gpu]) -> list[Allocation]:
+    if count < 0:
+        raise InvalidRequest(f"gpu_count must be 0 or more, not {count}")
+    if count == 0:
+        return []
+    free = [g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free]
+    if len(free) < count:
+        whole_total = sum(1 for g in gpus if g.mode is MigMode.DISABLED)
+        if whole_total < count:
+            raise InvalidRequest(
+                f"{count} whole GPUs requested but this machine has {whole_total} GPUs without MIG"
+            )
+        raise CapacityExhausted(f"no {count} free whole GPUs: free now: {_describe_free(gpus)}")
+    return [_whole(g) for g in free[:count]]
+
+
+def _gpu_gb(g: _Gpu) -> float:
+    if g.model is not None:
+        return float(g.model.memory_gb)
+    return g.device.memory_total_mb / MIB_PER_GIB
+
+
+def _try_mig(name: str, gpus: list[_Gpu]) -> Allocation | None:
+    """An existing free instance on a static GPU, else the best new one on a dynamic GPU."""
+    for g in gpus:
+        if g.mode is MigMode.STATIC:
+            for inst in sorted(g.free_instances, key=lambda i: i.start):
+                if inst.profile == name:
+                    return _from_instance(g, inst)
+    best: tuple[tuple[tuple[int, ...], int, int, int], _Gpu, MigProfile] | None = None
+    for g in gpus:
+        if g.mode is not MigMode.DYNAMIC or g.model is None:
+            continue
+        p = g.model.profile(name)
+        if p is None:
+            continue
+        choice = best_start(g.model, g.used, g.counts, g.media_used, p)
+        if choice is None:
+            continue
+        loss, start = choice
+        remaining = g.free_slices - p.size
+        key = (loss, remaining, g.device.index, start)
+        if best is None or key < best[0]:
+            best = (key, g, p)
+    if best is None:
+        return None
+    (_, _, _, start), g, p = best
+    return Allocation(
+        gpu_uuid=g.device.uuid,
+        kind="mig_create",
+        profile=p.name,
+        start=start,
+        size=p.size,
+        memory_mb=p.memory_mib,
+    )
+
+
+def _plan_profile(name: str, gpus: list[_Gpu], allow_fallback: bool) -> Allocation:
+    offered = any(g.model is not None and g.model.profile(name) for g in gpus) or any(
+        inst.profile == name for g in gpus for inst in g.device.instances
+    )
+    if name not in all_profile_names() and not offered:
+        raise InvalidRequest(f"unknown MIG profile {name!r}")
+    if offered:
+        alloc = _try_mig(name, gpus)
+        if alloc is not None:
+            return alloc
+    need_gb = nominal_gb(name)
+    if allow_fallback:
+        whole = [g for g in gpus if g.mode is MigMode.DISABLED and _gpu_gb(g) >= need_gb]
+        free = [g for g in whole if g.whole_free]
+        if free:
+            g = min(free, key=lambda x: (x.device.memory_total_mb, x.device.index))
+            model = g.model.display_name if g.model else g.device.name
+            note = f"no free {name} MIG instance; a whole {model} is given instead"
+            return _whole(g, fallback=True, note=note)
+        offered = offered or bool(whole)
+    if not offered:
+        raise InvalidRequest(f"no GPU on this machine offers MIG profile {name}")
+    raise CapacityExhausted(f"no free {name}: free now: {_describe_free(gpus)}")
+
+
+def _plan_memory(gb: float, gpus: list[_Gpu]) -> Allocation:
+    if gb <= 0:
+        raise InvalidRequest(f"gpu_memory_gb must be positive, not {gb}")
+    names: dict[str, int] = {}
+    for g in gpus:
+        if g.mode is MigMode.DISABLED or g.model is None:
+            continue
+        for p in g.model.profiles:
+            if not p.media and p.memory_gb >= gb:
+                names[p.name] = min(names.get(p.name, p.memory_mib), p.memory_mib)
+        for inst in g.free_instances:
+            if not inst.profile.endswith("+me") and nominal_gb(inst.profile) >= gb:
+                names.setdefault(inst.profile, inst.memory_mb)
+    mig: Allocation | None = None
+    for name in sorted(names, key=lambda n: (names[n], n)):
+        mig = _try_mig(name, gpus)
+        if mig is not None:
+            break
+    whole = [g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free and _gpu_gb(g) >= gb]
+    best_whole = min(whole, key=lambda g: (g.device.memory_total_mb, g.device.index), default=None)
+    if mig is not None and (
+        best_whole is None or mig.memory_mb <= best_whole.device.memory_total_mb
+    ):
+        return mig
+    if best_whole is not None:
+        return _whole(best_whole)
+    possible = bool(names) or any(g.mode is MigMode.DISABLED and _gpu_gb(g) >= gb for g in gpus)
+    if not possible:
+        raise InvalidRequest(f"no GPU on this machine has {gb:g} GB of memory")
+    raise CapacityExhausted(f"no free GPU share with {gb:g} GB: free now: {_describe_free(gpus)}")
+
+
+# ---- descriptions and claims -------------------------------------------------
+
+
+def _largest_creatable(g: _Gpu) -> list[tuple[str, int]]:
+    """Per profile (largest first), how many could still be created on a dynamic GPU."""
+    if g.model is None:
+        return []
+    pot = _potential(g.model, g.used, g.counts)
+    return [(p.name, n) for p, n in zip(_rank(g.model), pot, strict=True) if n > 0]
+
+
+def _describe_free(gpus: list[_Gpu]) -> str:
+    parts: list[str] = []
+    whole: Counter[str] = Counter()
+    for g in gpus:
+        if g.mode is MigMode.DISABLED:
+            if g.whole_free:
+                whole[g.model.display_name if g.model else g.device.name] += 1
+        elif g.mode is MigMode.STATIC:
+            per = Counter(i.profile for i in g.free_instances)
+            for name, n in sorted(per.items()):
+                parts.append(f"{n}x {name} on {g.label}")
+        else:
+            creatable = _largest_creatable(g)
+            if creatable:
+                name, n = creatable[0]
+                parts.append(f"room for {n}x {name} on {g.label}")
+    for name, n in sorted(whole.items()):
+        parts.append(f"{n}x whole {name.removeprefix('NVIDIA ').removeprefix('GeForce ')}")
+    return "; ".join(parts) if parts else "nothing"
+
+
+def free_summary(devices: Sequence[GpuDevice], claims: Sequence[Claim]) -> dict[str, object]:
+    """Free capacity per GPU, for stats endpoints and error messages.
+
+    ``{"gpus": {uuid: {...}}, "text": "2x 1g.5gb on GPU-...; ..."}``.
+    """
+    gpus = _build(devices, claims)
+    per: dict[str, object] = {}
+    for g in gpus:
+        entry: dict[str, object] = {
+            "index": g.device.index,
+            "model": g.device.model,
+            "mig_mode": g.mode.value,
+        }
+        if g.mode is MigMode.DISABLED:
+            entry["whole_free"] = g.whole_free
+        else:
+            total = g.model.memory_slices if g.model else 0
+            entry["memory_slices_total"] = total
+            entry["memory_slices_free"] = g.free_slices
+            entry["free_instances"] = [
+                {"uuid": i.uuid, "profile": i.profile, "start": i.start} for i in g.free_instances
+            ]
+            if g.mode is MigMode.DYNAMIC:
+                entry["creatable"] = dict(_largest_creatable(g))
+        per[g.device.uuid] = entry
+    return {"gpus": per, "text": _describe_free(gpus)}
+
+
+def claim_units(allocation: Allocation) -> list[str]:
+    """The unique keys a grant holds on its GPU.
+
+    A unique (gpu_uuid, unit) constraint over these makes overlapping grants
+    impossible even if two planners race: ``slot:<i>`` per memory slice of a MIG
+    grant, ``media`` for a ``+me`` profile (one per GPU), ``gpu`` for a whole GPU.
+    """
+    if allocation.kind == "whole_gpu":
+        return ["gpu"]
+    units = [f"slot:{i}" for i in range(allocation.start, allocation.start + allocation.size)]
+    if allocation.profile is not None and allocation.profile.endswith("+me"):
+        units.append("media")
+    return units
+
+
+def claim_for(allocation: Allocation, instance_uuid: str | None = None) -> Claim:
+    """The ``Claim`` that records ``allocation`` once granted."""
+    return Claim(
+        gpu_uuid=allocation.gpu_uuid,
+        start=allocation.start,
+        size=allocation.size,
+        profile=allocation.profile,
+        instance_uuid=instance_uuid or allocation.instance_uuid,
+    )

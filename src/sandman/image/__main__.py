@@ -1,0 +1,52 @@
+"""``python -m sandman.image``: build the workspace image if it is missing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from sandman.image.build import (
+    WORKSPACE_IMAGE,
+    ImageBuildError,
+    build_workspace_image,
+    image_exists,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sandman.image",
+        description="Build the Sandman workspace image unless it already exists.",
+    )
+    parser.add_argument("--tag", default=WORKSPACE_IMAGE, help="image tag (%(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    parser.add_argument(
+        "--from",
+        dest="base_image",
+        metavar="IMAGE",
+        help="build FROM this base image with docker build instead of debootstrap",
+    )
+    parser.add_argument(
+        "--mirror", help="Debian mirror for debootstrap (default: from /etc/apt sources)"
+    )
+    parser.add_argument("--suite", default="bookworm", help="Debian suite (%(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.force and image_exists(args.tag):
+            return 0
+        build_workspace_image(
+            args.tag,
+            base_image=args.base_image,
+            mirror=args.mirror,
+            suite=args.suite,
+            log=lambda line: print(line, flush=True),
+        )
+    except ImageBuildError as exc:
+        print(f"sandman image: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

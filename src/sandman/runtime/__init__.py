@@ -1,0 +1,1 @@
+"""Container runtimes: a narrow contract (``base``) and the Docker backend."""

@@ -1,0 +1,1 @@
+"""Sandman's behaviour: sessions (create/extend/end), the reaper and the reconciler."""

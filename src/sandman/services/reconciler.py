@@ -1,0 +1,200 @@
+"""The reconciler: the database says what should exist; this makes it so.
+
+At start-up and on a timer it removes managed containers that have no active
+session, ends sessions whose container is gone or dead, finishes sessions left
+half-created or half-ended by a process that died, and fixes drift between the
+GPU inventory and the database (orphaned dynamic MIG instances are destroyed,
+sessions whose instance vanished are ended).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+
+from sandman.domain import SessionStatus
+from sandman.errors import SandmanError
+from sandman.gpu.types import GpuDevice, MigMode
+from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerState
+from sandman.services.sessions import SessionService
+from sandman.store.models import GpuClaim, Worker
+from sandman.store.models import Session as SessionRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    removed_containers: list[str] = field(default_factory=list)
+    ended_sessions: list[str] = field(default_factory=list)
+    abandoned_sessions: list[str] = field(default_factory=list)
+    destroyed_instances: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def container_verdict(session: SessionRow, container: ContainerState | None) -> str | None:
+    """Why a running session must end given its container, or None if all is well."""
+    if container is None:
+        return "the session's container vanished"
+    if not container.running:
+        return f"the session's container is {container.status} (exit code {container.exit_code})"
+    return None
+
+
+def orphan_instances(
+    devices: list[GpuDevice], claims: list[GpuClaim]
+) -> list[tuple[str, str]]:
+    """(gpu, instance) pairs on dynamic GPUs that no claim covers: left by a crash."""
+    held: dict[str, list[tuple[int, int]]] = {}
+    for claim in claims:
+        held.setdefault(claim.gpu_uuid, []).append((claim.start, claim.start + claim.size))
+    orphans = []
+    for device in devices:
+        if device.mig_mode != MigMode.DYNAMIC:
+            continue
+        for instance in device.instances:
+            span = (instance.start, instance.start + instance.size)
+            covered = any(a < span[1] and span[0] < b for a, b in held.get(device.uuid, []))
+            if not covered:
+                orphans.append((device.uuid, instance.uuid))
+    return orphans
+
+
+class Reconciler:
+    def __init__(
+        self,
+        sessions: SessionService,
+        stale_after: float,
+        hostname: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.stale_after = timedelta(seconds=stale_after)
+        self.hostname = hostname or socket.gethostname()
+        self.pid = pid or os.getpid()
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.sessions.clock
+
+    def heartbeat(self) -> None:
+        now = self.clock()
+        with self.sessions.db.transaction() as db:
+            worker = db.get(Worker, self.sessions.worker_id)
+            if worker is None:
+                db.add(
+                    Worker(
+                        id=self.sessions.worker_id,
+                        hostname=self.hostname,
+                        pid=self.pid,
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
+            else:
+                worker.heartbeat_at = now
+            db.execute(delete(Worker).where(Worker.heartbeat_at < now - timedelta(days=1)))
+
+    def _live_workers(self) -> set[str]:
+        now = self.clock()
+        live = {self.sessions.worker_id}
+        with self.sessions.db.transaction() as db:
+            for worker in db.scalars(select(Worker)):
+                if worker.id == self.sessions.worker_id:
+                    continue
+                if worker.hostname == self.hostname:
+                    if worker.pid != self.pid and pid_alive(worker.pid):
+                        live.add(worker.id)
+                elif now - worker.heartbeat_at < self.stale_after:
+                    live.add(worker.id)
+        return live
+
+    def run_once(self) -> ReconcileReport:
+        report = ReconcileReport()
+        self.heartbeat()
+        self._sessions_and_containers(report)
+        self._gpu_drift(report)
+        if any([report.removed_containers, report.ended_sessions, report.abandoned_sessions,
+                report.destroyed_instances]):
+            log.info("reconciler: %s", report)
+        return report
+
+    def _sessions_and_containers(self, report: ReconcileReport) -> None:
+        service = self.sessions
+        containers = service.runtime.list({DEPLOYMENT_LABEL: service.deployment_id})
+        by_session = {c.labels.get(SESSION_LABEL, ""): c for c in containers}
+        live = self._live_workers()
+        for row in service.list("active"):
+            if service.is_busy(row.id):
+                continue
+            try:
+                if row.status in (SessionStatus.STARTING, SessionStatus.STOPPING):
+                    if row.worker_id not in live:
+                        service.finish_abandoned(
+                            row.id, "Sandman stopped while the session was changing state"
+                        )
+                        report.abandoned_sessions.append(row.id)
+                    continue
+                verdict = container_verdict(row, by_session.get(row.id))
+                if verdict:
+                    service.end(row.id, SessionStatus.LOST, verdict)
+                    report.ended_sessions.append(row.id)
+            except SandmanError as exc:
+                report.errors.append(f"session {row.id}: {exc.message}")
+        active = {row.id for row in service.list("active")}
+        for container in containers:
+            session_id = container.labels.get(SESSION_LABEL, "")
+            if session_id in active or service.is_busy(session_id):
+                continue
+            try:
+                service.runtime.remove(container.id, 0)
+                report.removed_containers.append(container.name)
+            except SandmanError as exc:
+                report.errors.append(f"container {container.name}: {exc.message}")
+
+    def _gpu_drift(self, report: ReconcileReport) -> None:
+        service = self.sessions
+        devices = service.inventory.devices()
+        existing = {i.uuid for d in devices for i in d.instances}
+        with service.db.transaction() as db:
+            claims = list(db.scalars(select(GpuClaim)))
+            running = set(
+                db.scalars(
+                    select(SessionRow.id).where(SessionRow.status == SessionStatus.RUNNING)
+                )
+            )
+        vanished = {
+            c.session_id
+            for c in claims
+            if c.instance_uuid and c.instance_uuid not in existing and c.session_id in running
+        }
+        for session_id in vanished:
+            if service.is_busy(session_id):
+                continue
+            try:
+                service.end(session_id, SessionStatus.LOST, "the session's MIG instance vanished")
+                report.ended_sessions.append(session_id)
+            except SandmanError as exc:
+                report.errors.append(f"session {session_id}: {exc.message}")
+        for gpu_uuid, instance_uuid in orphan_instances(devices, claims):
+            try:
+                service.inventory.destroy_instance(gpu_uuid, instance_uuid)
+                report.destroyed_instances.append(instance_uuid)
+            except SandmanError as exc:
+                report.errors.append(f"instance {instance_uuid}: {exc.message}")

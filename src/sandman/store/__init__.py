@@ -1,0 +1,1 @@
+"""The database: what should exist. Models, repositories and migrations."""

@@ -1,0 +1,135 @@
+"""SQLAlchemy models.
+
+Uniqueness in the schema is what makes double allocation impossible, also
+across several API processes on PostgreSQL: a GPU unit (``gpu_claims``), a port
+(``port_claims``) and a user's active session (a partial unique index) can each
+be held by one session only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+ACTIVE_SQL = "status IN ('starting', 'running', 'stopping')"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every database (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key-value facts about this deployment (e.g. its id, used in container labels)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class User(Base):
+    __tablename__ = "users"
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    uid: Mapped[int] = mapped_column(Integer, unique=True)
+    gid: Mapped[int] = mapped_column(Integer)
+    ssh_public_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    image: Mapped[str] = mapped_column(String(255))
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    container_name: Mapped[str] = mapped_column(String(80))
+    container_ip: Mapped[str | None] = mapped_column(String(64))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    host_public_key: Mapped[str | None] = mapped_column(Text)
+    gpu_uuid: Mapped[str | None] = mapped_column(Text)  # what the container sees; comma-joined
+    gpu_parent_uuid: Mapped[str | None] = mapped_column(Text)
+    gpu_name: Mapped[str | None] = mapped_column(String(96))
+    mig_profile: Mapped[str | None] = mapped_column(String(32))
+    mig_instance_uuid: Mapped[str | None] = mapped_column(String(96))
+    gpu_fallback: Mapped[bool] = mapped_column(default=False)
+    cpus: Mapped[float] = mapped_column()
+    memory: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(64), index=True)
+    project: Mapped[str | None] = mapped_column(String(64))
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    authorized_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ttl_minutes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    last_activity: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+    stop_status: Mapped[str | None] = mapped_column(String(16))  # final status once stopped
+    worker_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index(
+            "uq_sessions_one_active_per_user",
+            "user_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
+        ),
+    )
+
+
+class GpuClaim(Base):
+    """A unit of a GPU (a memory slice, the media engines, or the whole GPU) held by a session."""
+
+    __tablename__ = "gpu_claims"
+    gpu_uuid: Mapped[str] = mapped_column(String(96), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(16), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    start: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[str | None] = mapped_column(String(32))
+    instance_uuid: Mapped[str | None] = mapped_column(String(96))
+    created_instance: Mapped[bool] = mapped_column(default=False)
+
+
+class PortClaim(Base):
+    __tablename__ = "port_claims"
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+
+
+class Worker(Base):
+    """A running Sandman process; a stale heartbeat means its in-flight work is orphaned."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
