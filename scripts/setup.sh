@@ -12,7 +12,6 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
 
 VENV="$ROOT/.venv"
 STAMP="$VENV/.sandman-installed"
@@ -143,7 +142,15 @@ start_docker() {
 }
 
 # ---------------------------------------------------------------- main
-install_system_packages
-setup_venv
-start_docker
-"$VENV/bin/python" -m sandman.image || die "building the workspace image failed"
+main() {
+    cd "$ROOT"
+    install_system_packages
+    setup_venv
+    start_docker
+    "$VENV/bin/python" -m sandman.image || die "building the workspace image failed"
+}
+
+# Sourcing the script (for testing one step) defines the functions only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WORKSPACE_IMAGE = "sandman-workspace:latest"
 
@@ -29,8 +29,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 1m, 2h)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, not {value!r}")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
     return seconds
 
 
@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         validation_alias=_alias("admin_token"),
         description="Bearer token for the admin API; generated into the data dir if unset.",
     )
-    cors_origins: list[str] = Field(
+    cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty means CORS is off."
     )
 
@@ -77,11 +77,14 @@ class Settings(BaseSettings):
     # --- lifecycle ---
     ttl_check_interval: Duration = Field(
         60.0,
+        gt=0,
         validation_alias=_alias("ttl_check_interval", "TTL_CHECK_INTERVAL"),
         description="How often the reaper looks for expired sessions.",
     )
-    reconcile_interval: Duration = Field(30.0, description="How often the reconciler runs.")
-    start_timeout: Duration = Field(60.0, description="How long a container may take to answer SSH.")
+    reconcile_interval: Duration = Field(30.0, gt=0, description="How often the reconciler runs.")
+    start_timeout: Duration = Field(
+        60.0, description="How long a container may take to answer SSH."
+    )
     stop_grace_period: Duration = Field(5.0, description="SIGTERM-to-SIGKILL grace on stop.")
     default_ttl_minutes: int = Field(60, ge=1)
     max_ttl_minutes: int = Field(7 * 24 * 60, ge=1)
@@ -103,7 +106,7 @@ class Settings(BaseSettings):
 
     # --- containers ---
     default_image: str = WORKSPACE_IMAGE
-    allowed_images: list[str] = Field(default_factory=lambda: [WORKSPACE_IMAGE])
+    allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [WORKSPACE_IMAGE])
     container_prefix: str = Field("sandman", pattern=r"^[a-z][a-z0-9-]{0,30}$")
     network_name: str = Field("worknet", description="Docker network of session containers.")
     cpus: float = Field(4.0, gt=0, description="Default CPU limit per session.")
@@ -147,5 +150,9 @@ class Settings(BaseSettings):
             raise ConfigurationError("ssh_port_start must not exceed ssh_port_end")
         if self.default_ttl_minutes > self.max_ttl_minutes:
             raise ConfigurationError("default_ttl_minutes must not exceed max_ttl_minutes")
+        if "*" in self.cors_origins:
+            raise ConfigurationError(
+                "cors_origins cannot be '*': the API uses credentials; list the origins"
+            )
         if self.default_image not in self.allowed_images:
             raise ConfigurationError(f"default image {self.default_image} is not in allowed_images")

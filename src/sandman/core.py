@@ -49,9 +49,7 @@ def admin_token(settings: Settings, announce: Callable[[str], None]) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
-    announce(
-        f"Generated the admin token (shown once; kept in {path}):\n\n    {token}\n"
-    )
+    announce(f"Generated the admin token (shown once; kept in {path}):\n\n    {token}\n")
     return token
 
 

@@ -31,9 +31,7 @@ class SessionStatus(StrEnum):
         return self in ACTIVE_STATUSES
 
 
-ACTIVE_STATUSES = frozenset(
-    {SessionStatus.STARTING, SessionStatus.RUNNING, SessionStatus.STOPPING}
-)
+ACTIVE_STATUSES = frozenset({SessionStatus.STARTING, SessionStatus.RUNNING, SessionStatus.STOPPING})
 
 
 def validate_user_id(user_id: str) -> str:

@@ -7,8 +7,6 @@ and prints their logs when a test failed.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -81,7 +79,9 @@ def remove_deployment_containers(deployment_id: str, show_logs: bool) -> None:
         all=True, filters={"label": f"sandman.deployment={deployment_id}"}
     ):
         if show_logs:
-            print(f"--- logs of {container.name}:\n{container.logs(tail=40).decode(errors='replace')}")
+            print(
+                f"--- logs of {container.name}:\n{container.logs(tail=40).decode(errors='replace')}"
+            )
         container.remove(force=True)
 
 

@@ -53,8 +53,12 @@ def _sessions_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         gpu = row.get("mig_profile") or ("whole GPU" if row.get("gpu_uuid") else "-")
         table.add_row(
-            row["session_id"][:8], row["user_id"], row["status"], gpu,
-            row["ssh_command"], row["expires_at"],
+            row["session_id"][:8],
+            row["user_id"],
+            row["status"],
+            gpu,
+            row["ssh_command"],
+            row["expires_at"],
         )
     return table
 
@@ -133,8 +137,12 @@ def gpus_command() -> None:
             for i in gpu["mig_instances"]
         )
         table.add_row(
-            str(gpu["index"]), gpu["name"], gpu["uuid"], gpu["mig_mode"],
-            f"{gpu['memory_total'] // 1024**3} GiB", instances or "-",
+            str(gpu["index"]),
+            gpu["name"],
+            gpu["uuid"],
+            gpu["mig_mode"],
+            f"{gpu['memory_total'] // 1024**3} GiB",
+            instances or "-",
         )
     out.print(table)
     if body.get("simulated"):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.client import gpus_command, session_app
@@ -46,20 +47,27 @@ def serve(
     from sandman.config import Settings
     from sandman.core import Sandman
 
-    settings = Settings(
-        **_given(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            db_path=db,
-            workspace_root=workspace_root,
-            ttl_check_interval=ttl_check_interval,
-            gpu_backend=gpu_backend,
-            gpu_topology=gpu_topology,
-            ssh_public_host=ssh_public_host,
-            log_level=log_level,
+    try:
+        settings = Settings(
+            **_given(
+                host=host,
+                port=port,
+                data_dir=data_dir,
+                db_path=db,
+                workspace_root=workspace_root,
+                ttl_check_interval=ttl_check_interval,
+                gpu_backend=gpu_backend,
+                gpu_topology=gpu_topology,
+                ssh_public_host=ssh_public_host,
+                log_level=log_level,
+            )
         )
-    )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        console.print(f"[red]sandman: invalid settings: {problems}[/red]")
+        raise typer.Exit(2) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -99,13 +107,14 @@ def image_build(
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists")] = False,
 ) -> None:
     """Build the workspace image locally (debootstrap, or a layer over --from)."""
-    from sandman.image.build import build_workspace_image, image_exists
+    from sandman.image.build import build_workspace_image, image_is_current
 
-    if image_exists(tag) and not force:
-        console.print(f"{tag} exists; --force rebuilds it")
+    if image_is_current(tag) and not force:
+        console.print(f"{tag} is current; --force rebuilds it")
         return
-    build_workspace_image(tag, base_image=from_image, mirror=mirror,
-                          log=lambda line: console.print(line))
+    build_workspace_image(
+        tag, base_image=from_image, mirror=mirror, log=lambda line: console.print(line)
+    )
 
 
 def main() -> None:

@@ -321,7 +321,7 @@ def _try_mig(name: str, gpus: list[_Gpu]) -> Allocation | None:
             for inst in sorted(g.free_instances, key=lambda i: i.start):
                 if inst.profile == name:
                     return _from_instance(g, inst)
-    best: tuple[tuple[tuple[int, ...], int, int, int], _Gpu, MigProfile] | None = None
+    best: tuple[tuple[tuple[int, ...], int, int, int], _Gpu, MigProfile, int] | None = None
     for g in gpus:
         if g.mode is not MigMode.DYNAMIC or g.model is None:
             continue
@@ -335,10 +335,10 @@ def _try_mig(name: str, gpus: list[_Gpu]) -> Allocation | None:
         remaining = g.free_slices - p.size
         key = (loss, remaining, g.device.index, start)
         if best is None or key < best[0]:
-            best = (key, g, p)
+            best = (key, g, p, start)
     if best is None:
         return None
-    (_, _, _, start), g, p = best
+    _, g, p, start = best
     return Allocation(
         gpu_uuid=g.device.uuid,
         kind="mig_create",

@@ -100,7 +100,7 @@ def _parse_gpu(entry: object, where: str) -> GpuSpec:
         raise ConfigurationError(f"{where}: 'instances' must be a list")
     if raw and mode is MigMode.DISABLED:
         raise ConfigurationError(f"{where}: instances given but MIG is disabled on {model.key}")
-    return GpuSpec(model, mode, _place(model, [str(x) for x in raw], where))
+    return GpuSpec(model, mode, place_instances(model, [str(x) for x in raw], where))
 
 
 def _parse_mode(value: object, model: GpuModel, where: str) -> MigMode:
@@ -119,7 +119,9 @@ def _parse_mode(value: object, model: GpuModel, where: str) -> MigMode:
     return mode
 
 
-def _place(model: GpuModel, items: list[str], where: str) -> tuple[InstanceSpec, ...]:
+def place_instances(
+    model: GpuModel, items: list[str], where: str
+) -> tuple[InstanceSpec, ...]:
     """Resolve placements: pinned ones first, then the rest largest first."""
     pinned: list[InstanceSpec] = []
     loose: list[str] = []

@@ -11,6 +11,8 @@ from sandman.image.build import (
     build_workspace_image,
     debian_mirror_from_apt_sources,
     image_exists,
+    image_is_current,
+    recipe_digest,
     render_dockerfile,
 )
 
@@ -26,6 +28,8 @@ __all__ = [
     "build_workspace_image",
     "debian_mirror_from_apt_sources",
     "image_exists",
+    "image_is_current",
+    "recipe_digest",
     "passwd_and_group",
     "render_dockerfile",
 ]

@@ -10,14 +10,14 @@ from sandman.image.build import (
     WORKSPACE_IMAGE,
     ImageBuildError,
     build_workspace_image,
-    image_exists,
+    image_is_current,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sandman.image",
-        description="Build the Sandman workspace image unless it already exists.",
+        description="Build the Sandman workspace image unless a current one exists.",
     )
     parser.add_argument("--tag", default=WORKSPACE_IMAGE, help="image tag (%(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--suite", default="bookworm", help="Debian suite (%(default)s)")
     args = parser.parse_args(argv)
     try:
-        if not args.force and image_exists(args.tag):
+        if not args.force and image_is_current(args.tag):
             return 0
         build_workspace_image(
             args.tag,

@@ -17,6 +17,7 @@ apt state). See ``README.md`` beside this file for the runtime contract.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -252,9 +253,39 @@ def image_exists(tag: str = WORKSPACE_IMAGE) -> bool:
     return True
 
 
+RECIPE_LABEL = "sandman.recipe"
+
+
+def recipe_digest() -> str:
+    """A digest of everything the image is built from, kept as an image label, so
+    that setting up again rebuilds an image made from an older recipe."""
+    digest = hashlib.sha256()
+    source = _layer_dir()
+    for item in LAYER_FILES:
+        digest.update(f"{item.source}:{item.target}:{item.mode}\n".encode())
+        digest.update((source / item.source).read_bytes())
+    digest.update(json.dumps([list(PACKAGES), list(IMAGE_ENV), list(CONTAINER_COMMAND)]).encode())
+    return digest.hexdigest()[:16]
+
+
+def image_is_current(tag: str = WORKSPACE_IMAGE) -> bool:
+    """Whether ``tag`` exists and was built from this version's recipe."""
+    import docker
+
+    client = _client()
+    try:
+        labels = client.images.get(tag).labels or {}
+    except docker.errors.ImageNotFound:
+        return False
+    finally:
+        client.close()
+    return bool(labels.get(RECIPE_LABEL) == recipe_digest())
+
+
 def _dockerfile_changes() -> list[str]:
     changes = [f"ENV {name}={value}" for name, value in IMAGE_ENV]
     changes += [
+        f"LABEL {RECIPE_LABEL}={recipe_digest()}",
         f"EXPOSE {SSH_PORT}/tcp",
         "WORKDIR /workspace",
         f"CMD {json.dumps(list(CONTAINER_COMMAND))}",

@@ -42,7 +42,8 @@ class SessionContainer:
     real_gpus: bool  # pass a device request to the NVIDIA runtime (nvml backend)
 
 
-def session_container_spec(session: SessionContainer, paths: SessionPaths) -> ContainerSpec:
+def session_environment(session: SessionContainer) -> dict[str, str]:
+    """What the container and every SSH login in it see (sshd gets it through SetEnv)."""
     visible = ",".join(session.gpu_uuids) if session.gpu_uuids else "void"
     environment = {
         "NVIDIA_VISIBLE_DEVICES": visible,
@@ -54,6 +55,10 @@ def session_container_spec(session: SessionContainer, paths: SessionPaths) -> Co
     }
     if session.mig_profile:
         environment["SANDMAN_MIG_PROFILE"] = session.mig_profile
+    return environment
+
+
+def session_container_spec(session: SessionContainer, paths: SessionPaths) -> ContainerSpec:
     return ContainerSpec(
         name=session.name,
         image=session.image,
@@ -61,7 +66,7 @@ def session_container_spec(session: SessionContainer, paths: SessionPaths) -> Co
         user=f"{session.uid}:{session.gid}",
         hostname=session.user_id.replace("_", "-").strip("-") or "sandman",
         network=session.network,
-        environment=environment,
+        environment=session_environment(session),
         labels={
             MANAGED_LABEL: "true",
             SESSION_LABEL: session.session_id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,15 @@ def _write(path: Path, content: str, mode: int, uid: int, gid: int) -> None:
     os.replace(tmp, path)
 
 
+def sshd_session_config(environment: dict[str, str]) -> str:
+    """``SetEnv`` lines so that ``ssh host cmd`` sees the session's GPU, as a login does."""
+    for name, value in environment.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or re.search(r"[\s\"'\\]", value):
+            raise ValueError(f"environment entry {name}={value!r} cannot go into SetEnv")
+    pairs = " ".join(f"{name}={value}" for name, value in sorted(environment.items()))
+    return f"SetEnv {pairs}\n" if pairs else ""
+
+
 class SessionFiles:
     def __init__(self, data_dir: Path, workspace_root: Path) -> None:
         self.data_dir = data_dir.resolve()
@@ -69,8 +79,9 @@ class SessionFiles:
             if path.is_symlink() or not path.is_dir():
                 raise RuntimeError(f"{path} exists and is not a directory") from None
             if path.stat().st_uid != uid:
-                log.warning("workspace %s is owned by uid %s, not %s", path,
-                            path.stat().st_uid, uid)
+                log.warning(
+                    "workspace %s is owned by uid %s, not %s", path, path.stat().st_uid, uid
+                )
             return path
         os.chown(path, uid, gid)
         return path
@@ -96,6 +107,7 @@ class SessionFiles:
         uid: int,
         gid: int,
         authorized_keys: list[str],
+        environment: dict[str, str],
     ) -> tuple[SessionPaths, str]:
         """Write the session's SSH material; returns the paths and the host public key."""
         host_private, host_public = self.host_key(user_id)
@@ -105,8 +117,10 @@ class SessionFiles:
         os.chmod(root, 0o755)
         _write(ssh_dir / HOST_KEY, host_private, 0o600, uid, gid)
         _write(ssh_dir / f"{HOST_KEY}.pub", host_public + "\n", 0o644, uid, gid)
-        _write(ssh_dir / "authorized_keys", "".join(k + "\n" for k in authorized_keys), 0o644,
-               uid, gid)
+        _write(
+            ssh_dir / "authorized_keys", "".join(k + "\n" for k in authorized_keys), 0o644, uid, gid
+        )
+        _write(ssh_dir / "sshd_session.conf", sshd_session_config(environment), 0o644, uid, gid)
         passwd, group = passwd_and_group(user_id, uid, gid)
         _write(root / "passwd", passwd, 0o644, 0, 0)
         _write(root / "group", group, 0o644, 0, 0)

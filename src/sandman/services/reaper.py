@@ -34,12 +34,10 @@ class Reaper:
     def sweep(self) -> list[str]:
         """End every expired session; returns the ids ended."""
         ended: list[str] = []
-        for row in expired(self.sessions.list("active"), self.sessions.clock()):
+        for row in expired(self.sessions.list_sessions("active"), self.sessions.clock()):
             if self.sessions.is_busy(row.id):
                 continue  # still being created or ended by this process
-            reason = (
-                f"TTL of {row.ttl_minutes} min expired at {row.expires_at.isoformat()}"
-            )
+            reason = f"TTL of {row.ttl_minutes} min expired at {row.expires_at.isoformat()}"
             try:
                 self.sessions.end(row.id, SessionStatus.EXPIRED, reason)
                 ended.append(row.id)

@@ -57,9 +57,7 @@ def container_verdict(session: SessionRow, container: ContainerState | None) -> 
     return None
 
 
-def orphan_instances(
-    devices: list[GpuDevice], claims: list[GpuClaim]
-) -> list[tuple[str, str]]:
+def orphan_instances(devices: list[GpuDevice], claims: list[GpuClaim]) -> list[tuple[str, str]]:
     """(gpu, instance) pairs on dynamic GPUs that no claim covers: left by a crash."""
     held: dict[str, list[tuple[int, int]]] = {}
     for claim in claims:
@@ -130,8 +128,14 @@ class Reconciler:
         self.heartbeat()
         self._sessions_and_containers(report)
         self._gpu_drift(report)
-        if any([report.removed_containers, report.ended_sessions, report.abandoned_sessions,
-                report.destroyed_instances]):
+        if any(
+            [
+                report.removed_containers,
+                report.ended_sessions,
+                report.abandoned_sessions,
+                report.destroyed_instances,
+            ]
+        ):
             log.info("reconciler: %s", report)
         return report
 
@@ -140,7 +144,7 @@ class Reconciler:
         containers = service.runtime.list({DEPLOYMENT_LABEL: service.deployment_id})
         by_session = {c.labels.get(SESSION_LABEL, ""): c for c in containers}
         live = self._live_workers()
-        for row in service.list("active"):
+        for row in service.list_sessions("active"):
             if service.is_busy(row.id):
                 continue
             try:
@@ -157,7 +161,7 @@ class Reconciler:
                     report.ended_sessions.append(row.id)
             except SandmanError as exc:
                 report.errors.append(f"session {row.id}: {exc.message}")
-        active = {row.id for row in service.list("active")}
+        active = {row.id for row in service.list_sessions("active")}
         for container in containers:
             session_id = container.labels.get(SESSION_LABEL, "")
             if session_id in active or service.is_busy(session_id):
@@ -175,9 +179,7 @@ class Reconciler:
         with service.db.transaction() as db:
             claims = list(db.scalars(select(GpuClaim)))
             running = set(
-                db.scalars(
-                    select(SessionRow.id).where(SessionRow.status == SessionStatus.RUNNING)
-                )
+                db.scalars(select(SessionRow.id).where(SessionRow.status == SessionStatus.RUNNING))
             )
         vanished = {
             c.session_id

@@ -36,7 +36,11 @@ from sandman.gpu.planner import claim_units, plan
 from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory, GpuRequest
 from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerRuntime
 from sandman.runtime.docker.spec import parse_size
-from sandman.services.container_spec import SessionContainer, session_container_spec
+from sandman.services.container_spec import (
+    SessionContainer,
+    session_container_spec,
+    session_environment,
+)
 from sandman.services.files import SessionFiles
 from sandman.services.keys import generate_key_pair, normalize_public_keys
 from sandman.services.ports import choose_port
@@ -120,7 +124,7 @@ class SessionService:
             raise NotFound(f"no session {session_id!r}")
         return row
 
-    def list(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
+    def list_sessions(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
         query = select(SessionRow).order_by(SessionRow.created_at)
         if status == "active":
             query = query.where(SessionRow.status.in_(ACTIVE))
@@ -157,7 +161,9 @@ class SessionService:
     def create(self, request: SessionRequest) -> CreatedSession:
         user_id = validate_user_id(request.user_id)
         ttl = self._checked_ttl(
-            self.settings.default_ttl_minutes if request.ttl_minutes is None else request.ttl_minutes
+            self.settings.default_ttl_minutes
+            if request.ttl_minutes is None
+            else request.ttl_minutes
         )
         image = self._checked_image(request.image)
         cpus, memory = self._checked_limits(request.cpus, request.memory)
@@ -271,33 +277,35 @@ class SessionService:
         with self.db.transaction() as db:
             user = db.get_one(User, row.user_id)
             uid, gid = user.uid, user.gid
+        container = SessionContainer(
+            session_id=row.id,
+            user_id=row.user_id,
+            uid=uid,
+            gid=gid,
+            image=row.image,
+            name=row.container_name,
+            network=self.settings.network_name,
+            deployment_id=self.deployment_id,
+            ssh_bind_address=self.settings.ssh_bind_address,
+            ssh_port=row.ssh_port or 0,
+            cpus=row.cpus,
+            memory=row.memory,
+            pids_limit=self.settings.pids_limit,
+            shm_size=self.settings.shm_size,
+            gpu_uuids=tuple(granted),
+            mig_profile=row.mig_profile,
+            real_gpus=not self.inventory.simulated,
+        )
         paths, host_public_key = self.files.write_session(
-            row.id, row.user_id, uid, gid, list(row.authorized_keys)
+            row.id,
+            row.user_id,
+            uid,
+            gid,
+            list(row.authorized_keys),
+            session_environment(container),
         )
         self._clear_stale_container(row.container_name, row.id)
-        spec = session_container_spec(
-            SessionContainer(
-                session_id=row.id,
-                user_id=row.user_id,
-                uid=uid,
-                gid=gid,
-                image=row.image,
-                name=row.container_name,
-                network=self.settings.network_name,
-                deployment_id=self.deployment_id,
-                ssh_bind_address=self.settings.ssh_bind_address,
-                ssh_port=row.ssh_port or 0,
-                cpus=row.cpus,
-                memory=row.memory,
-                pids_limit=self.settings.pids_limit,
-                shm_size=self.settings.shm_size,
-                gpu_uuids=tuple(granted),
-                mig_profile=row.mig_profile,
-                real_gpus=not self.inventory.simulated,
-            ),
-            paths,
-        )
-        state = self.runtime.start(spec)
+        state = self.runtime.start(session_container_spec(container, paths))
         with self.db.transaction() as db:
             current = db.get_one(SessionRow, row.id)
             current.container_id = state.id
@@ -354,7 +362,7 @@ class SessionService:
 
     def end_all(self, reason: str) -> list[SessionRow]:
         ended = []
-        for row in self.list("active"):
+        for row in self.list_sessions("active"):
             try:
                 ended.append(self.end(row.id, SessionStatus.DELETED, reason))
             except SandmanError as exc:
@@ -472,9 +480,7 @@ class SessionService:
 
     def _refuse_second_session(self, db: Db, user_id: str) -> None:
         existing = db.scalars(
-            select(SessionRow).where(
-                SessionRow.user_id == user_id, SessionRow.status.in_(ACTIVE)
-            )
+            select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.status.in_(ACTIVE))
         ).first()
         if existing is not None:
             raise SessionConflict(
@@ -514,8 +520,10 @@ class SessionService:
         ]
 
     def _checked_ttl(self, ttl: int) -> int:
-        if isinstance(ttl, bool) or not isinstance(ttl, int) or not (
-            1 <= ttl <= self.settings.max_ttl_minutes
+        if (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, int)
+            or not (1 <= ttl <= self.settings.max_ttl_minutes)
         ):
             raise InvalidRequest(
                 f"ttl_minutes must be a whole number from 1 to {self.settings.max_ttl_minutes}"
@@ -525,9 +533,8 @@ class SessionService:
     def _checked_image(self, image: str | None) -> str:
         chosen = image or self.settings.default_image
         if chosen not in self.settings.allowed_images:
-            raise InvalidRequest(
-                f"image {chosen!r} is not allowed; allowed: {', '.join(self.settings.allowed_images)}"
-            )
+            allowed = ", ".join(self.settings.allowed_images)
+            raise InvalidRequest(f"image {chosen!r} is not allowed; allowed: {allowed}")
         return chosen
 
     def _checked_limits(self, cpus: float | None, memory: str | None) -> tuple[float, str]:

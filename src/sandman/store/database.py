@@ -47,7 +47,9 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20,
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=20,
                 max_overflow=40,
             )
             _sqlite_setup(self.engine)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,7 +19,6 @@ from typing import Any
 import docker
 import httpx
 import pytest
-
 from tests.integration.conftest import TEST_NETWORK, TOKEN, remove_deployment_containers
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -73,7 +73,9 @@ class Server:
 
     def create(self, user_id: str, **body: Any) -> httpx.Response:
         return httpx.post(
-            f"{self.url}/api/v1/sessions", json={"user_id": user_id, **body}, headers=HEADERS,
+            f"{self.url}/api/v1/sessions",
+            json={"user_id": user_id, **body},
+            headers=HEADERS,
             timeout=180,
         )
 
@@ -159,10 +161,8 @@ def test_kill_9_during_a_burst_leaks_nothing_after_restart(
     time.sleep(1.5)  # some sessions running, some half-created
     sandman.kill()
     for future in futures:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             future.result(timeout=30)
-        except httpx.HTTPError:
-            pass
     pool.shutdown()
 
     sandman.start()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import docker
 from sqlalchemy import select
+from tests.integration.conftest import Harness
+from tests.integration.support import ssh, write_key
 
 from sandman.domain import SessionStatus
 from sandman.store.models import GpuClaim, PortClaim
-from tests.integration.conftest import Harness
-from tests.integration.support import ssh, write_key
 
 
 def _claims(h: Harness) -> tuple[list[GpuClaim], list[PortClaim]]:
@@ -28,8 +28,12 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
     assert session["mig_profile"] == "1g.5gb" and session["gpu_uuid"].startswith("MIG-")
     key = write_key(tmp_path, session["ssh_private_key"])
 
-    result = ssh(session, key, "id -un; id -u; grep CapEff /proc/self/status; "
-                 "grep CapEff /proc/1/status; echo $HOME; echo $SANDMAN_GPU_UUID")
+    result = ssh(
+        session,
+        key,
+        "id -un; id -u; grep CapEff /proc/self/status; "
+        "grep CapEff /proc/1/status; echo $HOME; echo $SANDMAN_GPU_UUID",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")
     assert lines[0] == "alice"
@@ -74,7 +78,7 @@ def test_workspace_persists_and_users_are_isolated(harness: Harness, tmp_path: P
     assert ssh(bob, alice_key, "true", user="bob").returncode == 255
     # the session network has inter-container traffic disabled
     probe = (
-        "python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3); "
+        'python3 -c "import socket,sys; s=socket.socket(); s.settimeout(3); '
         f"sys.exit(s.connect_ex(('{bob['container_ip']}', 2222)))\""
     )
     assert ssh(alice, alice_key, probe).returncode != 0
@@ -110,7 +114,8 @@ def test_delete_reclaims_everything_and_keeps_the_workspace(harness: Harness) ->
 def test_ttl_expiry_reclaims_everything(harness: Harness) -> None:
     session = harness.create("dave", ttl_minutes=1).json()
     patched = harness.client.patch(
-        f"/api/v1/sessions/{session['session_id']}", json={"ttl_minutes": 5},
+        f"/api/v1/sessions/{session['session_id']}",
+        json={"ttl_minutes": 5},
         headers=harness.headers,
     ).json()
     assert patched["ttl_minutes"] == 5 and patched["expires_at"] > session["expires_at"]

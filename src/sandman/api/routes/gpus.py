@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sandman.api.routes.deps import sandman
 from sandman.core import Sandman
 from sandman.errors import Conflict, NotFound
-from sandman.gpu.catalogue import GpuModel, MigProfile, find_model, validate_layout
-from sandman.gpu.planner import best_start, free_summary
+from sandman.gpu.catalogue import GpuModel, MigProfile, find_model
+from sandman.gpu.planner import free_summary
+from sandman.gpu.topology import place_instances
 from sandman.gpu.types import GpuDevice, MigMode
 
 router = APIRouter(tags=["gpus"])
@@ -21,12 +22,14 @@ MIB = 1024 * 1024
 
 class CreateMigBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    profiles: list[str] = Field(min_length=1, max_length=8, description="e.g. [\"1g.5gb\"]")
+    profiles: list[str] = Field(min_length=1, max_length=8, description='e.g. ["1g.5gb"]')
 
 
 def _profile_out(model: GpuModel, profile: MigProfile) -> dict[str, Any]:
-    share = f"{profile.compute_slices}/7" if model.memory_slices == 8 else (
-        f"{profile.compute_slices}/{model.memory_slices}"
+    share = (
+        f"{profile.compute_slices}/7"
+        if model.memory_slices == 8
+        else (f"{profile.compute_slices}/{model.memory_slices}")
     )
     return {
         "name": profile.name,
@@ -101,8 +104,12 @@ def _device(app: Sandman, gpu_uuid: str) -> GpuDevice:
 def list_gpus(app: App) -> dict[str, Any]:
     owners = app.sessions.claimed_by()
     gpus = [_gpu_out(d, owners) for d in app.inventory.devices()]
-    return {"gpus": gpus, "count": len(gpus), "backend": app.inventory.backend,
-            "simulated": app.inventory.simulated}
+    return {
+        "gpus": gpus,
+        "count": len(gpus),
+        "backend": app.inventory.backend,
+        "simulated": app.inventory.simulated,
+    }
 
 
 @router.get("/gpus/profiles")
@@ -160,12 +167,10 @@ def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[s
     model = find_model(device.model)
     if model is None or not model.mig_capable or device.mig_mode == MigMode.DISABLED:
         raise Conflict(f"GPU {gpu_uuid} does not have MIG enabled")
-    layout = [(i.profile, i.start) for i in device.instances]
-    planned: list[tuple[str, int]] = []
-    for name in body.profiles:
-        start = best_start(model, layout + planned, name)
-        planned.append((name, start))
-    validate_layout(model, layout + planned)
+    existing = [f"{i.profile}@{i.start}" for i in device.instances]
+    placed = place_instances(model, existing + body.profiles, f"GPU {gpu_uuid}")
+    taken = {(i.profile, i.start) for i in device.instances}
+    planned = [(p.profile, p.start) for p in placed if (p.profile, p.start) not in taken]
     created = []
     try:
         for name, start in planned:

@@ -68,13 +68,13 @@ def list_sessions(
     status: Annotated[str, Query(description="active (default), all, or one status")] = "active",
     user_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    return [_out(app, row) for row in app.sessions.list(status, user_id)]
+    return [_out(app, row) for row in app.sessions.list_sessions(status, user_id)]
 
 
 @router.get("/sessions/stats")
 def session_stats(app: App) -> dict[str, Any]:
     """Counts by status and profile, and GPU slices used and free."""
-    active = app.sessions.list("active")
+    active = app.sessions.list_sessions("active")
     by_profile: dict[str, int] = {}
     for row in active:
         key = row.mig_profile or ("whole-gpu" if row.gpu_uuid else "no-gpu")

@@ -130,7 +130,7 @@ class DockerRuntime:
     def remove(self, name_or_id: str, grace_seconds: float) -> None:
         def stop_and_remove() -> None:
             try:
-                self.client.api.stop(name_or_id, timeout=max(0, int(round(grace_seconds))))
+                self.client.api.stop(name_or_id, timeout=max(0, round(grace_seconds)))
             except docker.errors.NotFound:
                 return
             except docker.errors.APIError as exc:

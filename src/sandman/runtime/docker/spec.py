@@ -45,9 +45,7 @@ def container_kwargs(spec: ContainerSpec) -> dict[str, Any]:
             Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
             for m in spec.mounts
         ],
-        "ports": {
-            f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports
-        },
+        "ports": {f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports},
         "restart_policy": {"Name": "no"},
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
     }
