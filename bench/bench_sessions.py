@@ -210,9 +210,11 @@ def main() -> None:
     print(summarize("raw docker run", raw_times))
     print(summarize("sandman POST /sessions", sandman_times))
     print(f"median ratio sandman/raw: {ratio:.2f}x (goal <= 1.5x)")
-    print(f"{n} concurrent: raw {raw_wall:.1f} s, sandman {sandman_wall:.1f} s "
-          f"(ratio {sandman_wall / raw_wall:.2f}x); per-request sandman median "
-          f"{statistics.median(t for t, _ in created) * 1000:.0f} ms")
+    print(
+        f"{n} concurrent: raw {raw_wall:.1f} s, sandman {sandman_wall:.1f} s "
+        f"(ratio {sandman_wall / raw_wall:.2f}x); per-request sandman median "
+        f"{statistics.median(t for t, _ in created) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ class Settings(BaseSettings):
 
     # --- containers ---
     default_image: str = WORKSPACE_IMAGE
-    allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [WORKSPACE_IMAGE])
+    allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [WORKSPACE_IMAGE]
+    )
     container_prefix: str = Field("sandman", pattern=r"^[a-z][a-z0-9-]{0,30}$")
     network_name: str = Field("worknet", description="Docker network of session containers.")
     cpus: float = Field(4.0, gt=0, description="Default CPU limit per session.")

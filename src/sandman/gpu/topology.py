@@ -119,9 +119,7 @@ def _parse_mode(value: object, model: GpuModel, where: str) -> MigMode:
     return mode
 
 
-def place_instances(
-    model: GpuModel, items: list[str], where: str
-) -> tuple[InstanceSpec, ...]:
+def place_instances(model: GpuModel, items: list[str], where: str) -> tuple[InstanceSpec, ...]:
     """Resolve placements: pinned ones first, then the rest largest first."""
     pinned: list[InstanceSpec] = []
     loose: list[str] = []

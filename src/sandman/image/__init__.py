@@ -29,7 +29,7 @@ __all__ = [
     "debian_mirror_from_apt_sources",
     "image_exists",
     "image_is_current",
-    "recipe_digest",
     "passwd_and_group",
+    "recipe_digest",
     "render_dockerfile",
 ]

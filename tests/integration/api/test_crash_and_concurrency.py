@@ -183,3 +183,36 @@ def test_kill_9_during_a_burst_leaks_nothing_after_restart(
     gpus = sandman.get("/gpus")["gpus"][0]["mig_instances"]
     assert sum(1 for i in gpus if i["allocated"]) == len(active)
     assert {i["session_id"] for i in gpus if i["allocated"]} == active
+
+
+def test_admin_cli_against_a_live_server(server: Callable[..., Server], tmp_path: Path) -> None:
+    sandman = server()
+    sandman.start()
+    env = {**sandman.env, "SANDMAN_URL": sandman.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sandman.cli", *args], env=env, capture_output=True,
+            text=True, timeout=120, cwd=tmp_path, check=False,
+        )  # fmt: skip
+
+    key_file = tmp_path / "kim.key"
+    created = cli("session", "create", "kim", "--ttl", "30", "--save-key", str(key_file))
+    assert created.returncode == 0, created.stderr
+    assert "kim" in created.stdout and key_file.stat().st_mode & 0o777 == 0o600
+    (session,) = sandman.get("/sessions")
+    listed = cli("session", "list")
+    assert session["session_id"][:8] in listed.stdout
+    assert cli("session", "extend", session["session_id"], "--ttl", "90").returncode == 0
+    assert sandman.get(f"/sessions/{session['session_id']}")["ttl_minutes"] == 90
+    assert "1g.5gb" in cli("gpus").stdout
+    refused = cli("session", "create", "kim")
+    assert refused.returncode == 1 and "409" in refused.stderr
+    assert cli("session", "delete", session["session_id"]).returncode == 0
+    assert sandman.get("/sessions") == []
+    no_token = subprocess.run(
+        [sys.executable, "-m", "sandman.cli", "session", "list"],
+        env={**env, "SANDMAN_ADMIN_TOKEN": "wrong"}, capture_output=True, text=True,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert no_token.returncode == 1 and "401" in no_token.stderr

@@ -42,6 +42,7 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
     assert lines[2].split()[1] == "0000000000000000"
     assert lines[3].split()[1] == "0000000000000000"
     assert lines[4] == "/workspace"
+    assert lines[5] == session["gpu_uuid"]  # reaches `ssh host cmd`, not only login shells
 
     container = docker.from_env(version="auto").containers.get(session["container_id"])
     host_config = container.attrs["HostConfig"]
@@ -203,3 +204,40 @@ def test_engine_unreachable_is_503_and_writes_nothing(make_harness) -> None:  # 
     assert harness.client.get("/sessions?status=all", headers=harness.headers).json() == []
     assert _claims(harness) == ([], [])
     assert harness.client.get("/healthz").json()["status"] == "degraded"
+
+
+def test_static_mig_management(make_harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    topology = tmp_path / "topology.yaml"
+    topology.write_text("gpus:\n  - model: A100-SXM4-40GB\n    mig: static\n  - model: A100-40GB\n")
+    harness = make_harness(gpu_topology=str(topology))
+    gpus = harness.client.get("/api/v1/gpus", headers=harness.headers).json()["gpus"]
+    assert [g["mig_mode"] for g in gpus] == ["static", "dynamic"]
+    dynamic = harness.client.post(
+        f"/api/v1/gpus/{gpus[1]['uuid']}/mig",
+        json={"profiles": ["1g.5gb"]},
+        headers=harness.headers,
+    )
+    assert dynamic.status_code == 409 and "dynamic" in dynamic.json()["error"]
+    gpu = gpus[0]
+    url = f"/api/v1/gpus/{gpu['uuid']}/mig"
+    created = harness.client.post(
+        url, json={"profiles": ["4g.20gb", "1g.5gb"]}, headers=harness.headers
+    )
+    assert created.status_code == 201, created.text
+    placed = {i["profile"]: i["start"] for i in created.json()["created"]}
+    assert placed["4g.20gb"] == 0 and placed["1g.5gb"] >= 4
+    refused = harness.client.post(url, json={"profiles": ["4g.20gb"]}, headers=harness.headers)
+    assert refused.status_code == 400 and "4g.20gb" in refused.json()["error"]
+
+    one_g = next(i for i in created.json()["created"] if i["profile"] == "1g.5gb")
+    session = harness.create("ivy", mig_instance_uuid=one_g["uuid"]).json()
+    assert session["gpu_uuid"] == one_g["uuid"]
+    busy = harness.client.delete(f"{url}/{one_g['uuid']}", headers=harness.headers)
+    assert busy.status_code == 409 and session["session_id"] in busy.json()["error"]
+    four_g = next(i for i in created.json()["created"] if i["profile"] == "4g.20gb")
+    gone = harness.client.delete(f"{url}/{four_g['uuid']}", headers=harness.headers)
+    assert gone.status_code == 200
+    left = harness.client.get("/api/v1/gpus", headers=harness.headers).json()["gpus"][0]
+    assert [(i["profile"], i["session_id"]) for i in left["mig_instances"]] == [
+        ("1g.5gb", session["session_id"])
+    ]

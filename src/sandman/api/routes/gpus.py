@@ -167,6 +167,11 @@ def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[s
     model = find_model(device.model)
     if model is None or not model.mig_capable or device.mig_mode == MigMode.DISABLED:
         raise Conflict(f"GPU {gpu_uuid} does not have MIG enabled")
+    if device.mig_mode == MigMode.DYNAMIC:
+        raise Conflict(
+            f"GPU {gpu_uuid} uses the dynamic strategy: Sandman creates and destroys its MIG "
+            "instances on demand; switch it to static to manage instances by hand"
+        )
     existing = [f"{i.profile}@{i.start}" for i in device.instances]
     placed = place_instances(model, existing + body.profiles, f"GPU {gpu_uuid}")
     taken = {(i.profile, i.start) for i in device.instances}
