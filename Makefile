@@ -13,7 +13,8 @@ setup:
 run: setup
 	$(VENV)/bin/sandman serve $(ARGS)
 
-test: setup
+test:
+	@bash scripts/setup.sh --for-tests
 	$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy

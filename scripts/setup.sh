@@ -42,11 +42,18 @@ sshd_running() {
     [ -s /run/sshd.pid ] && kill -0 "$(cat /run/sshd.pid)" 2>/dev/null
 }
 
+have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+
 install_system_packages() {
-    local missing=() tool
+    local missing=() tool packages=(docker.io debootstrap openssh-client openssh-server rsync)
     for tool in dockerd debootstrap ssh scp sftp rsync sshd; do
         have "$tool" || missing+=("$tool")
     done
+    # The tests also run Sandman's store against a private PostgreSQL server.
+    if [ "$FOR_TESTS" -eq 1 ] && ! have_postgres; then
+        missing+=(postgresql)
+        packages+=(postgresql)
+    fi
     [ "${#missing[@]}" -eq 0 ] && return 0
     say "missing: ${missing[*]}"
     local sshd_was_running=0 policy_added=0
@@ -59,7 +66,7 @@ install_system_packages() {
         policy_added=1
     fi
     local status=0
-    (apt_install docker.io debootstrap openssh-client openssh-server rsync) || status=$?
+    (apt_install "${packages[@]}") || status=$?
     [ "$policy_added" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
     [ "$status" -eq 0 ] || exit "$status"
     if [ "$sshd_was_running" -eq 0 ] && sshd_running; then
@@ -70,8 +77,12 @@ install_system_packages() {
         sshd_running && kill "$(cat /run/sshd.pid)" 2>/dev/null || true
     fi
     for tool in "${missing[@]}"; do
+        [ "$tool" = postgresql ] && continue
         have "$tool" || die "$tool is still missing after apt-get install"
     done
+    if [ "$FOR_TESTS" -eq 1 ]; then
+        have_postgres || die "PostgreSQL is still missing after apt-get install"
+    fi
 }
 
 # ---------------------------------------------------------------- python venv
@@ -142,7 +153,10 @@ start_docker() {
 }
 
 # ---------------------------------------------------------------- main
+FOR_TESTS=0
+
 main() {
+    [ "${1:-}" = "--for-tests" ] && FOR_TESTS=1
     cd "$ROOT"
     install_system_packages
     setup_venv

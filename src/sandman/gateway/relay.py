@@ -257,9 +257,8 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
     def fail(self, message: str, status: int = 1) -> None:
         """Tell the user why and end the channel with a non-zero status."""
         self.notify(message)
-        chan = self.chan
-        if chan is not None and not chan.is_closing():
-            self.server_chan.exit(status)
+        if self.chan is not None:
+            self.server_chan.exit(status)  # a no-op once the channel is closing
 
     async def _start(self) -> None:
         ctx = self._ctx
@@ -304,8 +303,8 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
     ) -> None:
         """The upstream channel closed: pass on how the remote process ended."""
         chan = self.chan
-        if chan is None or chan.is_closing():
-            return
+        if chan is None:
+            return  # the client is gone already
         if signal is not None:
             name, core_dumped, msg, lang = signal
             self.server_chan.exit_with_signal(name, core_dumped, msg, lang)

@@ -151,11 +151,11 @@ class GatewayServer:
             self._toucher.cancel()
             self._toucher = None
         # Connection-lost callbacks schedule the final records; let them land.
-        for _ in range(50):
-            if not self._tasks:
-                break
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while self._connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-            await asyncio.sleep(0)
 
     async def close_user(self, user_id: str, reason: str) -> int:
         """Close every open connection of ``user_id``; return how many there were.

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,7 +54,7 @@ from sandman.store.models import Session as SessionRow
 log = logging.getLogger(__name__)
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
-RESERVE_ATTEMPTS = 8
+RESERVE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,7 @@ class SessionService:
                 return row, allocations, private_key
             except IntegrityError as exc:
                 log.info("reservation raced (attempt %d): %s", attempt + 1, exc.orig)
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the winner commit
         raise Conflict("could not reserve resources: too many concurrent requests, try again")
 
     def _start(self, row: SessionRow, allocations: list[Allocation]) -> SessionRow:

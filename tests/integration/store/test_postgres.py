@@ -1,0 +1,113 @@
+"""The same store code on a real PostgreSQL server (a private cluster on 127.0.0.1).
+
+Two ``SessionService`` instances with their own engines stand for two API
+processes; the schema's constraints must keep their reservations apart.
+"""
+
+from __future__ import annotations
+
+import glob
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from sandman.config import Settings
+from sandman.errors import CapacityExhausted, SessionConflict
+from sandman.gpu.inventory import make_inventory
+from sandman.runtime.docker import DockerRuntime
+from sandman.services.files import SessionFiles
+from sandman.services.sessions import SessionRequest, SessionService
+from sandman.store.database import Database
+from sandman.store.models import GpuClaim, PortClaim
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    assert binaries, "PostgreSQL is missing: run `make test` (scripts/setup.sh installs it)"
+    bin_dir = Path(binaries[-1])
+    postgres = pwd.getpwnam("postgres")
+    root = Path(tempfile.mkdtemp(prefix="sandman-pg-"))
+    shutil.chown(root, postgres.pw_uid, postgres.pw_gid)
+    port = _free_port()
+
+    def as_postgres(*argv: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True,
+            timeout=120,
+        )  # fmt: skip
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "sandman")
+    as_postgres(
+        str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w",
+        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start",
+    )  # fmt: skip
+    try:
+        yield f"postgresql+psycopg://sandman@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _service(url: str, tmp_path: Path, worker: str) -> SessionService:
+    settings = Settings(database_url=url, data_dir=tmp_path, admin_token="t")
+    db = Database(url)
+    db.migrate()
+    return SessionService(
+        settings, db, DockerRuntime(), make_inventory("simulated", topology="a100-40gb-7x1g"),
+        SessionFiles(tmp_path, tmp_path / "ws"), deployment_id="pg-test", worker_id=worker,
+    )  # fmt: skip
+
+
+def test_two_processes_never_share_a_slice_or_port(postgres_url: str, tmp_path: Path) -> None:
+    services = [_service(postgres_url, tmp_path, f"w{i}") for i in range(2)]
+    devices = services[0].inventory.devices()
+
+    def reserve(i: int) -> str:
+        service = services[i % 2]
+        request = SessionRequest(user_id=f"pg{i}")
+        try:
+            row, _, _ = service._reserve(
+                f"00000000-0000-0000-0000-{i:012d}", request.user_id, request, 60,
+                "sandman-workspace:latest", 1.0, "1g", [], devices,
+            )  # fmt: skip
+        except CapacityExhausted:
+            return "full"
+        return str(row.gpu_uuid or row.mig_instance_uuid)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(reserve, range(30)))
+    assert time.monotonic() - started < 120
+    granted = [r for r in results if r != "full"]
+    assert len(granted) == 7 and results.count("full") == 23
+    with services[0].db.transaction() as db:
+        claims = list(db.scalars(select(GpuClaim)))
+        ports = list(db.scalars(select(PortClaim.port)))
+    assert len({c.instance_uuid for c in claims}) == 7 == len(claims)
+    assert len(set(ports)) == 7 == len(ports)
+
+    # the partial unique index: one active session per user, across processes
+    holder = f"pg{next(i for i, r in enumerate(results) if r != 'full')}"
+    with pytest.raises(SessionConflict):
+        request = SessionRequest(user_id=holder)
+        services[1]._reserve(
+            "00000000-0000-0000-0000-999999999999", holder, request, 60,
+            "sandman-workspace:latest", 1.0, "1g", [], devices,
+        )  # fmt: skip
