@@ -118,11 +118,29 @@ class Settings(BaseSettings):
     uid_base: int = Field(20000, ge=1000, description="First uid handed to users.")
 
     # --- SSH ---
-    ssh_mode: Literal["gateway", "direct", "both"] = "direct"
-    ssh_bind_address: str = "127.0.0.1"
+    ssh_mode: Literal["gateway", "direct", "both"] = Field(
+        "gateway",
+        description="gateway: one entry point for all users; direct: a published port per "
+        "session with the user's keys in the container; both.",
+    )
+    ssh_listen: str = Field("127.0.0.1:2222", description="Gateway listen HOST:PORT.")
+    ssh_public_host: str = Field("127.0.0.1", description="Host name the API reports.")
+    ssh_public_port: int | None = Field(
+        None, ge=1, le=65535, description="Gateway port users connect to (default: listen port)."
+    )
+    ssh_bind_address: str = Field("127.0.0.1", description="Where session ports are published.")
     ssh_port_start: int = Field(10000, ge=1024, le=65535)
     ssh_port_end: int = Field(20000, ge=1024, le=65535)
-    ssh_public_host: str = Field("127.0.0.1", description="Host name the API reports.")
+    gateway_upstream: Literal["published", "network"] = Field(
+        "published",
+        description="How the gateway reaches containers: their port on 127.0.0.1, or their "
+        "address on the session network (when the gateway itself runs in a container).",
+    )
+    sshpiper_config: Path | None = Field(
+        None,
+        validation_alias=_alias("sshpiper_config", "PIPER_CONFIG"),
+        description="Keep an SSHPiper pipe.yaml here in step with the active sessions.",
+    )
 
     log_level: str = "INFO"
 
@@ -132,6 +150,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @property
+    def ssh_listen_address(self) -> tuple[str, int]:
+        host, _, port = self.ssh_listen.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
+    def gateway_port(self) -> int:
+        return self.ssh_public_port or self.ssh_listen_address[1]
 
     @property
     def effective_database_url(self) -> str:
@@ -152,6 +179,9 @@ class Settings(BaseSettings):
             raise ConfigurationError("ssh_port_start must not exceed ssh_port_end")
         if self.default_ttl_minutes > self.max_ttl_minutes:
             raise ConfigurationError("default_ttl_minutes must not exceed max_ttl_minutes")
+        host, _, port = self.ssh_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
+            raise ConfigurationError(f"ssh_listen must be HOST:PORT, not {self.ssh_listen!r}")
         if "*" in self.cors_origins:
             raise ConfigurationError(
                 "cors_origins cannot be '*': the API uses credentials; list the origins"

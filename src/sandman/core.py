@@ -3,6 +3,7 @@ GPU inventory and services together, and runs the background loops."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -11,15 +12,19 @@ import uuid
 from collections.abc import Callable
 
 from sandman.config import Settings
-from sandman.errors import SandmanError
+from sandman.errors import ConfigurationError, SandmanError
+from sandman.gateway.keys import load_or_create_key, public_key_line
+from sandman.gateway.server import GatewayServer
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
 from sandman.runtime.base import ContainerRuntime
 from sandman.runtime.docker import DockerRuntime
 from sandman.services.files import SessionFiles
+from sandman.services.gateway_routes import DatabaseRouteSource
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.sessions import SessionService
+from sandman.services.sshpiper import SshPiperConfig
 from sandman.store.database import Database
 from sandman.store.models import Meta
 
@@ -60,6 +65,7 @@ class Sandman:
         runtime: ContainerRuntime | None = None,
         inventory: GpuInventory | None = None,
         announce: Callable[[str], None] = print,
+        with_gateway: bool = True,
     ) -> None:
         settings.check()
         self.settings = settings
@@ -86,6 +92,41 @@ class Sandman:
             deployment_id=self.deployment_id,
             worker_id=self.worker_id,
         )
+        self.gateway: GatewayServer | None = None
+        self.gateway_port = settings.gateway_port
+        self.gateway_host_key: str | None = None
+        if settings.ssh_mode != "direct":
+            gateway_dir = settings.data_dir / "gateway"
+            identity_path = gateway_dir / "identity_ed25519"
+            identity = load_or_create_key(identity_path, comment="sandman-gateway")
+            self.sessions.gateway_key = public_key_line(identity)
+            host_key = load_or_create_key(gateway_dir / "host_ed25519", comment="sandman-gateway")
+            self.gateway_host_key = public_key_line(host_key)
+            if with_gateway:
+                host, port = settings.ssh_listen_address
+                self.gateway = GatewayServer(
+                    DatabaseRouteSource(self.sessions, settings.gateway_upstream),
+                    listen_host=host,
+                    listen_port=port,
+                    host_key_path=gateway_dir / "host_ed25519",
+                    identity_key_path=identity_path,
+                    public_host=settings.ssh_public_host,
+                )
+        self.sshpiper: SshPiperConfig | None = None
+        if settings.sshpiper_config is not None:
+            if settings.ssh_mode == "direct":
+                raise ConfigurationError(
+                    "sshpiper_config needs ssh_mode gateway or both: SSHPiper logs in to "
+                    "containers with the gateway's identity key"
+                )
+            piper = SshPiperConfig(
+                settings.sshpiper_config,
+                self.sessions,
+                settings.data_dir / "gateway" / "identity_ed25519",
+            )
+            self.sshpiper = piper
+            self.sessions.start_hooks.append(lambda _user, _session: piper.sync())
+            self.sessions.end_hooks.append(lambda _user, _session: piper.sync())
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(
             self.sessions, stale_after=max(3 * settings.reconcile_interval, 30.0)
@@ -93,11 +134,35 @@ class Sandman:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
+    async def start_gateway(self) -> None:
+        """Start the SSH gateway on the running event loop (``serve`` and ``gateway``)."""
+        if self.gateway is None:
+            return
+        gateway = self.gateway
+        await gateway.start()
+        self.gateway_port = self.settings.ssh_public_port or gateway.bound_port
+        loop = asyncio.get_running_loop()
+
+        def close_connections(user_id: str, session_id: str) -> None:
+            future = asyncio.run_coroutine_threadsafe(
+                gateway.close_user(user_id, f"session {session_id} ended"), loop
+            )
+            future.add_done_callback(lambda done: done.exception())
+
+        self.sessions.end_hooks.append(close_connections)
+        log.info("SSH gateway on %s:%d", *self.settings.ssh_listen_address[:1], gateway.bound_port)
+
+    async def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+
     def start_background(self) -> None:
         """Reconcile once now, then run the reaper and reconciler on their timers."""
         try:
             self.runtime.ensure_network(self.settings.network_name)
             self.reconciler.run_once()
+            if self.sshpiper is not None:
+                self.sshpiper.sync()
         except SandmanError as exc:
             log.error("start-up reconciliation failed: %s", exc.message)
         self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)

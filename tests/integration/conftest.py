@@ -68,6 +68,7 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
         "reconcile_interval": "1h",
         "cpus": 1,
         "memory": "512m",
+        "ssh_listen": "127.0.0.1:0",
     }
     values.update(overrides)
     return Settings(**values)

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sandman import __version__
 from sandman.api.auth import require_admin
 from sandman.api.errors import install_error_handlers
-from sandman.api.routes import gpus, health, sessions
+from sandman.api.routes import gpus, health, sessions, users
 from sandman.core import Sandman
 
 API_PREFIX = "/api/v1"
@@ -22,9 +22,13 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await core.start_gateway()
         if run_background:
             core.start_background()
-        yield
+        try:
+            yield
+        finally:
+            await core.stop_gateway()
 
     app = FastAPI(
         title="Sandman",
@@ -46,6 +50,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected = APIRouter(dependencies=[Depends(require_admin)])
     protected.include_router(sessions.router)
     protected.include_router(gpus.router)
+    protected.include_router(users.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.
     app.include_router(protected, include_in_schema=False)

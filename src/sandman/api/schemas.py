@@ -65,6 +65,8 @@ class SessionOut(BaseModel):
     ssh_port: int | None
     ssh_command: str
     ssh_host_public_key: str | None
+    container_host_public_key: str | None
+    direct_ssh_port: int | None
     gpu_uuid: str | None
     gpu_uuids: list[str]
     parent_gpu_uuid: str | None
@@ -96,14 +98,24 @@ class CreatedSessionOut(SessionOut):
     notes: list[str] = Field(default_factory=list)
 
 
-def ssh_endpoint(settings: Settings, row: SessionRow) -> tuple[str, int | None]:
-    return settings.ssh_public_host, row.ssh_port
+def ssh_endpoint(settings: Settings, row: SessionRow, gateway_port: int) -> tuple[str, int | None]:
+    """Where the user connects: the gateway, or in direct mode the session's own port."""
+    if settings.ssh_mode == "direct":
+        return settings.ssh_public_host, row.ssh_port
+    return settings.ssh_public_host, gateway_port
 
 
 def session_out(
-    row: SessionRow, settings: Settings, workspace: str, simulated: bool
+    row: SessionRow,
+    settings: Settings,
+    workspace: str,
+    simulated: bool,
+    gateway_port: int,
+    gateway_host_key: str | None,
 ) -> dict[str, Any]:
-    host, port = ssh_endpoint(settings, row)
+    """A session as the API shows it; ``ssh_host_public_key`` is the key of the endpoint
+    the user connects to (the gateway's, or the container's in direct mode)."""
+    host, port = ssh_endpoint(settings, row, gateway_port)
     port_flag = f"-p {port} " if port and port != 22 else ""
     uuids = row.gpu_uuid.split(",") if row.gpu_uuid else []
     return {
@@ -118,7 +130,11 @@ def session_out(
         "ssh_host": host,
         "ssh_port": port,
         "ssh_command": f"ssh {port_flag}{row.user_id}@{host}",
-        "ssh_host_public_key": row.host_public_key,
+        "ssh_host_public_key": (
+            row.host_public_key if settings.ssh_mode == "direct" else gateway_host_key
+        ),
+        "container_host_public_key": row.host_public_key,
+        "direct_ssh_port": row.ssh_port if settings.ssh_mode != "gateway" else None,
         "gpu_uuid": uuids[0] if uuids else None,
         "gpu_uuids": uuids,
         "parent_gpu_uuid": (row.gpu_parent_uuid or "").split(",")[0] or None,

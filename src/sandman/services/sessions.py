@@ -80,7 +80,7 @@ class CreatedSession:
     notes: tuple[str, ...] = ()
 
 
-SessionEndHook = Callable[[str, str], None]  # (user_id, session_id)
+SessionHook = Callable[[str, str], None]  # (user_id, session_id)
 
 
 def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
@@ -114,7 +114,9 @@ class SessionService:
         self.deployment_id = deployment_id
         self.worker_id = worker_id
         self.clock = clock
-        self.end_hooks: list[SessionEndHook] = []
+        self.start_hooks: list[SessionHook] = []
+        self.end_hooks: list[SessionHook] = []
+        self.gateway_key: str | None = None  # the gateway's identity, authorized in containers
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
 
@@ -206,7 +208,7 @@ class SessionService:
         for attempt in range(RESERVE_ATTEMPTS):
             try:
                 with self.db.transaction() as db:
-                    user = self._ensure_user(db, user_id)
+                    user = self.ensure_user(db, user_id)
                     self._refuse_second_session(db, user_id)
                     private_key = None
                     if not keys:
@@ -304,7 +306,7 @@ class SessionService:
             row.user_id,
             uid,
             gid,
-            list(row.authorized_keys),
+            self.container_keys(list(row.authorized_keys)),
             session_environment(container),
         )
         self._clear_stale_container(row.container_name, row.id)
@@ -327,7 +329,7 @@ class SessionService:
             return None
 
         wait_for_sshd(
-            self._ssh_probe_address(),
+            self.ssh_probe_address(),
             row.ssh_port or 0,
             self.settings.start_timeout,
             alive=why_not_alive,
@@ -338,7 +340,18 @@ class SessionService:
             current.status = SessionStatus.RUNNING.value
             current.started_at = self.clock()
             current.last_activity = current.started_at
-            return current
+        self._run_hooks(self.start_hooks, current.user_id, current.id)
+        return current
+
+    def container_keys(self, user_keys: list[str]) -> list[str]:
+        """Who may log in to the container's sshd: the user directly, the gateway, or both."""
+        mode = self.settings.ssh_mode
+        keys = list(user_keys) if mode in ("direct", "both") else []
+        if mode in ("gateway", "both"):
+            if not self.gateway_key:
+                raise RuntimeFailure("the gateway's identity key is not loaded")
+            keys.append(self.gateway_key)
+        return keys
 
     # ------------------------------------------------------------- lifecycle
     def extend(self, session_id: str, ttl_minutes: int) -> SessionRow:
@@ -410,12 +423,16 @@ class SessionService:
             row.ended_at = self.clock()
         self.files.remove_session(session_id)
         log.info("session %s of %s ended (%s): %s", session_id, row.user_id, final, row.end_reason)
-        for hook in self.end_hooks:
-            try:
-                hook(row.user_id, session_id)
-            except Exception:
-                log.exception("session end hook failed")
+        self._run_hooks(self.end_hooks, row.user_id, session_id)
         return row
+
+    @staticmethod
+    def _run_hooks(hooks: list[SessionHook], user_id: str, session_id: str) -> None:
+        for hook in hooks:
+            try:
+                hook(user_id, session_id)
+            except Exception:
+                log.exception("session hook %r failed", hook)
 
     def finish_abandoned(self, session_id: str, reason: str) -> None:
         """Release a session whose owner process died (called by the reconciler)."""
@@ -462,11 +479,11 @@ class SessionService:
         if row.status != SessionStatus.STARTING:
             raise Conflict(f"session {row.id} was ended while starting ({row.end_reason})")
 
-    def _ssh_probe_address(self) -> str:
+    def ssh_probe_address(self) -> str:
         bind = self.settings.ssh_bind_address
         return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
 
-    def _ensure_user(self, db: Db, user_id: str) -> User:
+    def ensure_user(self, db: Db, user_id: str) -> User:
         user = db.get(User, user_id)
         if user is not None:
             return user

@@ -104,6 +104,8 @@ def server(docker_client: Any, tmp_path: Path) -> Iterator[Callable[..., Server]
             "SANDMAN_MEMORY": "256m",
             "SANDMAN_STOP_GRACE_PERIOD": "1",
             "SANDMAN_LOG_LEVEL": "WARNING",
+            "SANDMAN_SSH_MODE": "both",
+            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{_free_port()}",
             **{f"SANDMAN_{k.upper()}": v for k, v in settings.items()},
         }
         (tmp_path / "data").mkdir(exist_ok=True)
@@ -138,7 +140,7 @@ def test_thirty_concurrent_creates_get_exactly_seven_slices(
     assert all(r.status_code == 503 for r in refused), {r.status_code for r in refused}
     assert all("1g.5gb" in r.json()["error"] for r in refused)
     assert len({s["gpu_uuid"] for s in created}) == 7
-    assert len({s["ssh_port"] for s in created}) == 7
+    assert len({s["direct_ssh_port"] for s in created}) == 7
     containers = _managed(sandman.deployment())
     assert sorted(c.labels["sandman.session_id"] for c in containers) == sorted(
         s["session_id"] for s in created

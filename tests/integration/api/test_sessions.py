@@ -59,8 +59,17 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
     assert set(mounts) == {"/workspace", "/etc/sandman/ssh", "/etc/passwd", "/etc/group"}
     assert mounts["/workspace"]["RW"] and not mounts["/etc/sandman/ssh"]["RW"]
     assert all("docker.sock" not in m["Source"] for m in mounts.values())
-    bindings = host_config["PortBindings"]["2222/tcp"]
-    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(session["ssh_port"])}]
+    (binding,) = host_config["PortBindings"]["2222/tcp"]
+    assert binding["HostIp"] == "127.0.0.1" and 10000 <= int(binding["HostPort"]) <= 20000
+    # in gateway mode only the gateway's key opens the container: the user's key is
+    # refused straight at the published port
+    direct = dict(
+        session,
+        ssh_port=int(binding["HostPort"]),
+        ssh_host_public_key=session["container_host_public_key"],
+    )
+    refused = ssh(direct, key, "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == session["gpu_uuid"]
     assert env["SANDMAN_GPU_UUID"] == session["gpu_uuid"]

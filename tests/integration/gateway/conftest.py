@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
 from gateway_harness import (
     Client,
+    Env,
     GatewayThread,
     MemoryRouteSource,
     Sshd,
@@ -22,20 +26,6 @@ from sandman.gateway.upstream import UpstreamPolicy
 pytestmark = pytest.mark.skipif(not have_openssh_server(), reason="OpenSSH sshd not installed")
 
 USERS = ("alice", "bob", "carol")
-
-
-@dataclass
-class Env:
-    root: Path
-    source: MemoryRouteSource
-    sshd: Sshd
-    gateway: GatewayThread
-    client: Client
-    direct: Client
-    keys: dict[str, Path]
-
-    def ssh(self, user: str, *args: str, key: str | None = None) -> list[str]:
-        return self.client.ssh(user, self.keys[key or user], *args)
 
 
 @pytest.fixture(scope="module")

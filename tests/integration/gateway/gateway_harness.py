@@ -200,8 +200,6 @@ class Client:
             "IdentitiesOnly=yes",
             "-o",
             "ConnectTimeout=20",
-            "-o",
-            "LogLevel=ERROR",
             "-i",
             str(key),
         ]
@@ -237,3 +235,21 @@ def make_route(user: str, sshd: Sshd, *, host_public_key: str | None = None) -> 
 
 def have_openssh_server() -> bool:
     return Path(SSHD).exists() and shutil.which("ssh") is not None
+
+
+@dataclass
+class Env:
+    root: Path
+    source: MemoryRouteSource
+    sshd: Sshd
+    gateway: GatewayThread
+    client: Client
+    direct: Client
+    keys: dict[str, Path]
+
+    def ssh(self, user: str, *args: str, key: str | None = None) -> list[str]:
+        return self.client.ssh(user, self.keys[key or user], *args)
+
+    def direct_ssh(self, *args: str) -> list[str]:
+        """Straight to the upstream sshd, as the gateway itself logs in."""
+        return self.direct.ssh(RUN_USER, self.root / "gateway_identity_key", *args)

@@ -12,10 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Env
-from gateway_harness import free_port, wait_port
-
-pytestmark = pytest.mark.integration
+from gateway_harness import Env, free_port, wait_port
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[bytes]:
@@ -49,7 +46,7 @@ def test_exec_exit_code_and_stderr(env: Env) -> None:
 def test_exit_signal_matches_direct(env: Env) -> None:
     cmd = "kill -TERM $$"
     through = run(env.ssh("alice", cmd))
-    direct = run(env.direct.ssh(env.sshd_user, env.keys_direct, cmd))
+    direct = run(env.direct_ssh(cmd))
     assert through.returncode == direct.returncode != 0
 
 
@@ -297,5 +294,7 @@ def test_fifty_concurrent_connections(env: Env) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         results = list(pool.map(one, range(50)))
-    failures = [(i, r) for i, r in enumerate(results) if r[0] != 0 or r[1] != f"hello-{i}\n".encode()]
+    failures = [
+        (i, r) for i, r in enumerate(results) if r[0] != 0 or r[1] != f"hello-{i}\n".encode()
+    ]
     assert not failures, failures[:3]

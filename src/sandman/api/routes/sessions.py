@@ -31,6 +31,8 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
         app.settings,
         str(app.files.workspace_root / row.user_id),
         app.inventory.simulated,
+        app.gateway_port,
+        app.gateway_host_key,
     )
 
 

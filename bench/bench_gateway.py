@@ -1,0 +1,343 @@
+"""Gateway throughput and latency against OpenSSH straight to the same sshd.
+
+Runs standalone (``.venv/bin/python bench/bench_gateway.py``): it starts its
+own upstream sshd on 127.0.0.1 and a gateway in this process, then runs the
+same OpenSSH client commands through the gateway and directly, both preferring
+``aes128-gcm@openssh.com``, and prints the ratios. The gateway's CPU time per
+test is this process's CPU time (the clients and sshd are child processes).
+
+Options: ``--quick`` (smaller transfers), ``--stock`` (leave asyncssh untuned),
+``--profile FILE`` (py-spy flame graph of the gateway during the transfers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration" / "gateway"))
+
+from gateway_harness import (  # noqa: E402
+    RUN_USER,
+    Client,
+    GatewayThread,
+    MemoryRouteSource,
+    Sshd,
+    free_port,
+    keygen,
+    make_route,
+    wait_port,
+)
+
+CIPHER = "aes128-gcm@openssh.com"
+MiB = 1 << 20
+
+
+@dataclass
+class Result:
+    name: str
+    unit: str
+    direct: float
+    gateway: float
+    gateway_cpu_s: float
+    higher_is_better: bool
+
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.gateway / self.direct if self.direct else 0.0
+        return self.direct / self.gateway if self.gateway else 0.0
+
+
+class Bench:
+    def __init__(self, root: Path, *, tune: bool) -> None:
+        self.root = root
+        self.source = MemoryRouteSource()
+        self.gateway = GatewayThread(self.source, root, tune_asyncssh=tune)
+        self.sshd = Sshd(
+            root / "upstream", [self.gateway.server.identity_public_key()], max_startups="300"
+        )
+        self.key = root / "id_bench"
+        self.source.keys["bench"] = [keygen(self.key, "bench")]
+        self.source.routes["bench"] = make_route("bench", self.sshd)
+        self.gateway.start()
+        self.via = Client(
+            root, self.gateway.port, self.gateway.server.host_public_key(), cipher=CIPHER
+        )
+        self.direct = Client(root, self.sshd.port, self.sshd.host_public_key, cipher=CIPHER)
+        self.direct_key = root / "gateway_identity_key"
+
+    def ssh(self, through: bool, *args: str) -> list[str]:
+        if through:
+            return self.via.ssh("bench", self.key, *args)
+        return self.direct.ssh(RUN_USER, self.direct_key, *args)
+
+    def scp(self, through: bool, *args: str) -> list[str]:
+        if through:
+            return self.via.scp(self.key, *args)
+        return self.direct.scp(self.direct_key, *args)
+
+    def sftp(self, through: bool, *args: str) -> list[str]:
+        if through:
+            return self.via.sftp(self.key, *args)
+        return self.direct.sftp(self.direct_key, *args)
+
+    def user(self, through: bool) -> str:
+        return "bench" if through else RUN_USER
+
+    def close(self) -> None:
+        try:
+            self.gateway.stop()
+        finally:
+            self.sshd.stop()
+
+
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def check(cmd: list[str] | str, **kwargs: object) -> None:
+    r = subprocess.run(cmd, capture_output=True, timeout=600, **kwargs)  # type: ignore[call-overload]
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr[-500:]!r}")
+
+
+def q(args: list[str]) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def bench_latency(b: Bench, n: int) -> Result:
+    samples: dict[bool, list[float]] = {True: [], False: []}
+    cpu = 0.0
+    for _ in range(n):
+        for through in (False, True):
+            wall, c = timed(lambda t=through: check(b.ssh(t, "true")))
+            samples[through].append(wall * 1000)
+            cpu += c if through else 0.0
+    return Result(
+        "connect + true (median ms)",
+        "ms",
+        statistics.median(samples[False]),
+        statistics.median(samples[True]),
+        cpu,
+        higher_is_better=False,
+    )
+
+
+def bench_download(b: Bench, size: int) -> Result:
+    cmd = f"head -c {size} /dev/zero"
+    rates, cpu = {}, 0.0
+    for through in (False, True):
+        wall, c = timed(lambda t=through: check(q(b.ssh(t, cmd)) + " > /dev/null", shell=True))
+        rates[through] = size / MiB / wall
+        cpu = c if through else cpu
+    return Result(
+        f"download {size // MiB} MiB via cat", "MiB/s", rates[False], rates[True], cpu, True
+    )
+
+
+def bench_upload(b: Bench, size: int) -> Result:
+    rates, cpu = {}, 0.0
+    for through in (False, True):
+        shell = f"head -c {size} /dev/zero | {q(b.ssh(through, 'cat > /dev/null'))}"
+        wall, c = timed(lambda s=shell: check(s, shell=True))
+        rates[through] = size / MiB / wall
+        cpu = c if through else cpu
+    return Result(
+        f"upload {size // MiB} MiB via cat", "MiB/s", rates[False], rates[True], cpu, True
+    )
+
+
+def bench_scp_sftp(b: Bench, size: int) -> list[Result]:
+    src = b.root / "scp_src.bin"
+    with src.open("wb") as f:
+        for _ in range(size // MiB):
+            f.write(b"\0" * MiB)
+    out = []
+    for tool in ("scp", "sftp"):
+        rates, cpu = {}, 0.0
+        for through in (False, True):
+            dst = b.root / f"{tool}_dst_{through}.bin"
+            if tool == "scp":
+                cmd = b.scp(through, str(src), f"{b.user(through)}@127.0.0.1:{dst}")
+                wall, c = timed(lambda cmd=cmd: check(cmd))
+            else:
+                batch = b.root / "batch"
+                batch.write_text(f"put {src} {dst}\n")
+                cmd = b.sftp(through, "-b", str(batch), f"{b.user(through)}@127.0.0.1")
+                wall, c = timed(lambda cmd=cmd: check(cmd))
+            dst.unlink()
+            rates[through] = size / MiB / wall
+            cpu = c if through else cpu
+        out.append(
+            Result(
+                f"{tool} upload {size // MiB} MiB", "MiB/s", rates[False], rates[True], cpu, True
+            )
+        )
+    src.unlink()
+    return out
+
+
+def _stream_server(port: int, size: int, stop: threading.Event) -> None:
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", port))
+        srv.listen()
+        srv.settimeout(0.5)
+        chunk = b"\0" * (256 * 1024)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                left = size
+                try:
+                    while left > 0:
+                        conn.sendall(chunk[: min(left, len(chunk))])
+                        left -= len(chunk)
+                except OSError:
+                    continue  # a probe connection (wait_port) hung up
+
+
+def bench_forward(b: Bench, size: int) -> Result:
+    port = free_port()
+    stop = threading.Event()
+    server = threading.Thread(target=_stream_server, args=(port, size, stop), daemon=True)
+    server.start()
+    rates, cpu = {}, 0.0
+    try:
+        for through in (False, True):
+            local = free_port()
+            tunnel = subprocess.Popen(
+                b.ssh(through, "-N", "-L", f"{local}:127.0.0.1:{port}"), stderr=subprocess.DEVNULL
+            )
+            try:
+                wait_port(local)
+
+                def fetch(local: int = local) -> None:
+                    got = 0
+                    with socket.create_connection(("127.0.0.1", local)) as s:
+                        while data := s.recv(1 << 20):
+                            got += len(data)
+                    if got != size:
+                        raise RuntimeError(f"forward got {got} of {size} bytes")
+
+                wall, c = timed(fetch)
+            finally:
+                tunnel.terminate()
+                tunnel.wait(10)
+            rates[through] = size / MiB / wall
+            cpu = c if through else cpu
+    finally:
+        stop.set()
+    return Result(f"ssh -L stream {size // MiB} MiB", "MiB/s", rates[False], rates[True], cpu, True)
+
+
+def bench_concurrent(b: Bench, n: int) -> Result:
+    walls, cpu = {}, 0.0
+    for through in (False, True):
+
+        def burst(t: bool = through) -> None:
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                codes = list(
+                    pool.map(
+                        lambda i: (
+                            subprocess.run(
+                                b.ssh(t, f"echo {i}"), capture_output=True, timeout=300
+                            ).returncode
+                        ),
+                        range(n),
+                    )
+                )
+            failed = sum(1 for c in codes if c != 0)
+            if failed:
+                raise RuntimeError(f"{failed} of {n} concurrent connections failed")
+
+        wall, c = timed(burst)
+        walls[through] = wall
+        cpu = c if through else cpu
+    return Result(f"{n} concurrent connections (s)", "s", walls[False], walls[True], cpu, False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stock", action="store_true", help="do not tune asyncssh")
+    parser.add_argument("--profile", type=Path, help="write a py-spy flame graph here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    bulk = 256 * MiB if args.quick else 1024 * MiB
+    files = 64 * MiB if args.quick else 256 * MiB
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        b = Bench(Path(tmp), tune=not args.stock)
+        spy = None
+        try:
+            from sandman.gateway import asyncssh_tuning
+
+            print(
+                f"asyncssh tuned: {asyncssh_tuning.is_applied()}; cipher {CIPHER}; "
+                f"{os.cpu_count()} cpus"
+            )
+            results = [bench_latency(b, 20)]
+            if args.profile:
+                spy = subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(os.getpid()),
+                        "-o",
+                        str(args.profile),
+                        "--nonblocking",
+                        "-r",
+                        "200",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                time.sleep(1)
+            results.append(bench_download(b, bulk))
+            results.append(bench_upload(b, bulk))
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(60)
+                spy = None
+            results.extend(bench_scp_sftp(b, files))
+            results.append(bench_forward(b, bulk // 2))
+            results.append(bench_concurrent(b, 100))
+        finally:
+            if spy is not None:
+                spy.kill()
+                spy.wait()
+            b.close()
+    print(f"\n{'test':38} {'direct':>10} {'gateway':>10} {'ratio':>7} {'gw cpu s':>9}")
+    for r in results:
+        print(
+            f"{r.name:38} {r.direct:10.1f} {r.gateway:10.1f} {r.ratio():7.2f} "
+            f"{r.gateway_cpu_s:9.2f}  ({r.unit})"
+        )
+    lat = results[0]
+    print(f"\nadded latency: {lat.gateway - lat.direct:.1f} ms (goal <= 50 ms)")
+    tput = [r.ratio() for r in results if r.higher_is_better]
+    print(f"throughput ratio: min {min(tput):.2f}, mean {statistics.mean(tput):.2f} (goal >= 0.70)")
+
+
+if __name__ == "__main__":
+    main()

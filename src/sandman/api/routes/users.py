@@ -1,0 +1,82 @@
+"""``/users/{user_id}/keys``: the public keys a user logs in to the gateway with,
+and ``/connections``: the gateway's audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from sandman.api.routes.deps import sandman
+from sandman.api.schemas import UtcTime
+from sandman.core import Sandman
+from sandman.domain import validate_user_id
+from sandman.errors import InvalidRequest, NotFound
+from sandman.services.keys import normalize_public_keys
+from sandman.store.models import Connection, User
+
+router = APIRouter(tags=["users"])
+App = Annotated[Sandman, Depends(sandman)]
+
+
+class KeysBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ssh_public_keys: list[str]
+
+
+class ConnectionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    user_id: str
+    session_id: str | None
+    client_address: str
+    started_at: UtcTime
+    ended_at: UtcTime | None
+    bytes_from_client: int
+    bytes_to_client: int
+    result: str
+    reason: str | None
+
+
+def _keys_out(user: User) -> dict[str, Any]:
+    return {"user_id": user.user_id, "uid": user.uid, "ssh_public_keys": user.ssh_public_keys}
+
+
+@router.put("/users/{user_id}/keys")
+def put_keys(user_id: str, body: KeysBody, app: App) -> dict[str, Any]:
+    """Replace the user's keys; they open the gateway for every later session."""
+    validate_user_id(user_id)
+    keys = normalize_public_keys(body.ssh_public_keys)
+    if not keys:
+        raise InvalidRequest("ssh_public_keys is empty")
+    with app.db.transaction() as db:
+        user = app.sessions.ensure_user(db, user_id)
+        user.ssh_public_keys = keys
+        return _keys_out(user)
+
+
+@router.get("/users/{user_id}/keys")
+def get_keys(user_id: str, app: App) -> dict[str, Any]:
+    validate_user_id(user_id)
+    with app.db.transaction() as db:
+        user = db.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}")
+        return _keys_out(user)
+
+
+@router.get("/connections", response_model=list[ConnectionOut])
+def list_connections(
+    app: App,
+    user_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[Connection]:
+    """The newest gateway connections, accepted and refused, with bytes each way."""
+    query = select(Connection).order_by(Connection.started_at.desc()).limit(limit)
+    if user_id is not None:
+        query = query.where(Connection.user_id == user_id)
+    with app.db.transaction() as db:
+        return list(db.scalars(query))

@@ -1,0 +1,94 @@
+"""Sandman's database as the gateway's ``RouteSource``: which keys a user may log in
+with, where their running session is, and the audit log of connections."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from sandman.domain import USER_ID_PATTERN, SessionStatus
+from sandman.gateway.routing import ConnectionRecord, Route
+from sandman.services.sessions import SessionService
+from sandman.store.models import Connection, User
+from sandman.store.models import Session as SessionRow
+
+
+def describe_gpu(row: SessionRow, simulated: bool) -> str:
+    """The session's GPU in words, for the login banner."""
+    suffix = " (simulated)" if simulated and row.gpu_uuid else ""
+    if row.mig_profile:
+        return f"MIG {row.mig_profile} on {row.gpu_name}{suffix}"
+    if row.gpu_uuid:
+        count = len(row.gpu_uuid.split(","))
+        return f"{count}x whole {row.gpu_name}{suffix}"
+    return "no GPU"
+
+
+class DatabaseRouteSource:
+    """``RouteSource`` backed by the sessions and users tables."""
+
+    def __init__(self, sessions: SessionService, upstream: str = "published") -> None:
+        self.sessions = sessions
+        self.upstream = upstream  # "published" (127.0.0.1:<port>) or "network" (container IP)
+
+    def authorized_keys(self, user_id: str) -> list[str]:
+        if not USER_ID_PATTERN.fullmatch(user_id):
+            return []
+        with self.sessions.db.transaction() as db:
+            user = db.get(User, user_id)
+            latest = db.scalars(
+                select(SessionRow)
+                .where(SessionRow.user_id == user_id)
+                .order_by(SessionRow.created_at.desc())
+                .limit(1)
+            ).first()
+            keys = list(user.ssh_public_keys) if user else []
+            if latest is not None:
+                keys += [k for k in latest.authorized_keys if k not in keys]
+            return keys
+
+    def route(self, user_id: str) -> Route | None:
+        if not USER_ID_PATTERN.fullmatch(user_id):
+            return None
+        with self.sessions.db.transaction() as db:
+            row = db.scalars(
+                select(SessionRow).where(
+                    SessionRow.user_id == user_id, SessionRow.status == SessionStatus.RUNNING
+                )
+            ).first()
+        if row is None or row.host_public_key is None:
+            return None
+        if self.upstream == "network" and row.container_ip:
+            host, port = row.container_ip, 2222
+        else:
+            host, port = self.sessions.ssh_probe_address(), row.ssh_port or 0
+        return Route(
+            session_id=row.id,
+            user_id=row.user_id,
+            host=host,
+            port=port,
+            host_public_key=row.host_public_key,
+            gpu=describe_gpu(row, self.sessions.inventory.simulated),
+            expires_at=row.expires_at,
+        )
+
+    def record_connection(self, record: ConnectionRecord) -> None:
+        with self.sessions.db.transaction() as db:
+            row = db.get(Connection, record.connection_id)
+            if row is None:
+                row = Connection(id=record.connection_id)
+                db.add(row)
+            row.user_id = record.user_id[:64]
+            row.session_id = record.session_id
+            row.client_address = record.client_address[:64]
+            row.started_at = record.started_at
+            row.ended_at = record.ended_at
+            row.bytes_from_client = record.bytes_from_client
+            row.bytes_to_client = record.bytes_to_client
+            row.result = record.result
+            row.reason = record.reason
+
+    def touch(self, session_id: str) -> None:
+        with self.sessions.db.transaction() as db:
+            row = db.get(SessionRow, session_id)
+            if row is not None and row.status == SessionStatus.RUNNING:
+                row.last_activity = self.sessions.clock()

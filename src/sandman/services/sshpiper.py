@@ -1,0 +1,118 @@
+"""Keep an SSHPiper ``pipe.yaml`` (yaml plugin format) in step with the sessions,
+for sites that prefer SSHPiper as their gateway in front of Sandman's containers.
+
+Every pipe routes a user name to its session's sshd, authenticates upstream with
+Sandman's gateway identity key (a file of mode 0400, as SSHPiper requires) and
+pins the container's host key, so no trust-on-first-use happens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from sqlalchemy import select
+
+from sandman.domain import SessionStatus
+from sandman.services.sessions import SessionService
+from sandman.store.models import Session as SessionRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pipe:
+    user_id: str
+    authorized_keys: list[str]
+    host: str
+    port: int
+    host_public_key: str
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def render_pipes(pipes: list[Pipe], private_key_path: Path) -> str:
+    """The whole ``pipe.yaml`` (pure)."""
+    document = {
+        "version": "1.0",
+        "pipes": [
+            {
+                "from": [
+                    {
+                        "username": pipe.user_id,
+                        "authorized_keys_data": _b64(
+                            "".join(k + "\n" for k in pipe.authorized_keys)
+                        ),
+                    }
+                ],
+                "to": {
+                    "host": f"{pipe.host}:{pipe.port}",
+                    "username": pipe.user_id,
+                    "private_key": str(private_key_path),
+                    "known_hosts_data": [
+                        _b64(f"[{pipe.host}]:{pipe.port} {pipe.host_public_key}\n")
+                    ],
+                    "ignore_hostkey": False,
+                },
+            }
+            for pipe in sorted(pipes, key=lambda p: p.user_id)
+        ],
+    }
+    header = "# Written by Sandman; rewritten on every session change. Do not edit.\n"
+    return header + yaml.safe_dump(document, sort_keys=False)
+
+
+def write_atomically(path: Path, content: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(content)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class SshPiperConfig:
+    def __init__(self, path: Path, sessions: SessionService, identity_key: Path) -> None:
+        self.path = path
+        self.sessions = sessions
+        self.identity_key = identity_key
+        self.upstream_key = path.parent / "sandman-upstream-key"
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        """Rewrite ``pipe.yaml`` from the running sessions."""
+        with self.sessions.db.transaction() as db:
+            rows = list(
+                db.scalars(select(SessionRow).where(SessionRow.status == SessionStatus.RUNNING))
+            )
+        pipes = [
+            Pipe(
+                user_id=row.user_id,
+                authorized_keys=list(row.authorized_keys),
+                host=self.sessions.ssh_probe_address(),
+                port=row.ssh_port,
+                host_public_key=row.host_public_key,
+            )
+            for row in rows
+            if row.ssh_port and row.host_public_key
+        ]
+        with self._lock:
+            if not self.upstream_key.exists():
+                self.upstream_key.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.identity_key, self.upstream_key)
+                os.chmod(self.upstream_key, 0o400)
+            write_atomically(self.path, render_pipes(pipes, self.upstream_key), 0o600)
+        log.debug("sshpiper config: %d pipes", len(pipes))
