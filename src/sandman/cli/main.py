@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.client import gpus_command, session_app
+from sandman.config import Settings
+from sandman.core import Sandman
 from sandman.errors import SandmanError
 
 app = typer.Typer(help="Sandman: per-user GPU containers with SSH.", no_args_is_help=True)
@@ -27,6 +29,33 @@ def _given(**flags: Any) -> dict[str, Any]:
     return {name: value for name, value in flags.items() if value is not None}
 
 
+def _settings(**flags: Any) -> Settings:
+    try:
+        return Settings(**_given(**flags))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        console.print(f"[red]sandman: invalid settings: {problems}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _core(settings: Settings, with_gateway: bool = True) -> Sandman:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return Sandman(
+            settings,
+            announce=lambda text: console.print(text, style="bold"),
+            with_gateway=with_gateway,
+        )
+    except SandmanError as exc:
+        console.print(f"[red]sandman: {exc.message}[/red]")
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="API listen address")] = None,
@@ -37,53 +66,43 @@ def serve(
     ttl_check_interval: Annotated[str | None, typer.Option(help="e.g. 1m, 30s")] = None,
     gpu_backend: Annotated[str | None, typer.Option(help="simulated | nvml")] = None,
     gpu_topology: Annotated[str | None, typer.Option(help="Preset or YAML file")] = None,
+    ssh_mode: Annotated[str | None, typer.Option(help="gateway | direct | both")] = None,
+    ssh_listen: Annotated[str | None, typer.Option(help="Gateway HOST:PORT")] = None,
     ssh_public_host: Annotated[str | None, typer.Option(help="Host name users ssh to")] = None,
+    sshpiper_config: Annotated[
+        Path | None, typer.Option("--sshpiper-config", "--piper-config", help="pipe.yaml to keep")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING")] = None,
 ) -> None:
-    """Run the API, the reaper and the reconciler in one process."""
+    """Run the API, the SSH gateway, the reaper and the reconciler in one process."""
     import uvicorn
 
     from sandman.api.app import create_app
-    from sandman.config import Settings
-    from sandman.core import Sandman
 
-    try:
-        settings = Settings(
-            **_given(
-                host=host,
-                port=port,
-                data_dir=data_dir,
-                db_path=db,
-                workspace_root=workspace_root,
-                ttl_check_interval=ttl_check_interval,
-                gpu_backend=gpu_backend,
-                gpu_topology=gpu_topology,
-                ssh_public_host=ssh_public_host,
-                log_level=log_level,
-            )
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        console.print(f"[red]sandman: invalid settings: {problems}[/red]")
-        raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    settings = _settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        db_path=db,
+        workspace_root=workspace_root,
+        ttl_check_interval=ttl_check_interval,
+        gpu_backend=gpu_backend,
+        gpu_topology=gpu_topology,
+        ssh_mode=ssh_mode,
+        ssh_listen=ssh_listen,
+        ssh_public_host=ssh_public_host,
+        sshpiper_config=sshpiper_config,
+        log_level=log_level,
     )
-    try:
-        core = Sandman(settings, announce=lambda text: console.print(text, style="bold"))
-    except SandmanError as exc:
-        console.print(f"[red]sandman: {exc.message}[/red]")
-        raise typer.Exit(2) from None
+    core = _core(settings)
     if core.inventory.simulated:
         console.print(
             f"[bold yellow]SIMULATED GPUs ({settings.gpu_topology}): no real GPU is "
             "handed to containers. Use --gpu-backend nvml on a GPU server.[/bold yellow]"
         )
+    gateway = f"; SSH gateway on {settings.ssh_listen}" if settings.ssh_mode != "direct" else ""
     console.print(
-        f"Sandman API on http://{settings.host}:{settings.port} (docs at /docs); "
+        f"Sandman API on http://{settings.host}:{settings.port} (docs at /docs){gateway}; "
         f"data in {settings.data_dir.resolve()}"
     )
     try:
@@ -93,6 +112,47 @@ def serve(
             port=settings.port,
             log_level=settings.log_level.lower(),
         )
+    finally:
+        core.stop()
+
+
+@app.command()
+def gateway(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="State directory (shared with serve)")
+    ] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="SQLite file")] = None,
+    ssh_listen: Annotated[str | None, typer.Option(help="Gateway HOST:PORT")] = None,
+    ssh_public_host: Annotated[str | None, typer.Option(help="Host name users ssh to")] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING")] = None,
+) -> None:
+    """Run the SSH gateway alone, sharing the database of `sandman serve`."""
+    import asyncio
+
+    settings = _settings(
+        data_dir=data_dir,
+        db_path=db,
+        ssh_listen=ssh_listen,
+        ssh_public_host=ssh_public_host,
+        log_level=log_level,
+    )
+    if settings.ssh_mode == "direct":
+        console.print("[red]sandman: ssh_mode is direct: there is no gateway to run[/red]")
+        raise typer.Exit(2)
+    core = _core(settings)
+
+    async def run() -> None:
+        await core.start_gateway()
+        console.print(f"SSH gateway on {settings.ssh_listen}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await core.stop_gateway()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
     finally:
         core.stop()
 

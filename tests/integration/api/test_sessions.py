@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -250,3 +251,66 @@ def test_static_mig_management(make_harness, tmp_path: Path) -> None:  # type: i
     assert [(i["profile"], i["session_id"]) for i in left["mig_instances"]] == [
         ("1g.5gb", session["session_id"])
     ]
+
+
+def test_sshpiper_config_follows_the_sessions(make_harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import stat
+
+    import yaml
+
+    pipe_yaml = tmp_path / "sshpiper" / "pipe.yaml"
+    harness = make_harness(sshpiper_config=pipe_yaml)
+    session = harness.create("uma").json()
+    document = yaml.safe_load(pipe_yaml.read_text())
+    (pipe,) = document["pipes"]
+    assert pipe["from"][0]["username"] == "uma"
+    key_file = Path(pipe["to"]["private_key"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o400
+    assert stat.S_IMODE(pipe_yaml.stat().st_mode) == 0o600
+    # SSHPiper's upstream login works: the key file opens the container, host key pinned
+    host, port = pipe["to"]["host"].rsplit(":", 1)
+    known = tmp_path / "known"
+    known.write_text(f"[{host}]:{port} {session['container_host_public_key']}\n")
+    result = subprocess.run(
+        ["ssh", "-p", port, "-i", str(key_file), "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+         f"uma@{host}", "id -un"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == "uma", result.stderr
+    harness.client.delete(f"/api/v1/sessions/{session['session_id']}", headers=harness.headers)
+    assert yaml.safe_load(pipe_yaml.read_text())["pipes"] == []
+
+
+def test_user_keys_open_the_gateway_and_connections_are_logged(
+    harness: Harness, tmp_path: Path
+) -> None:
+    from sandman.services.keys import generate_key_pair
+
+    pair = generate_key_pair("vic@laptop")
+    put = harness.client.put(
+        "/api/v1/users/vic/keys",
+        json={"ssh_public_keys": [pair.public_openssh]},
+        headers=harness.headers,
+    )
+    assert put.status_code == 200 and put.json()["ssh_public_keys"] == [pair.public_openssh]
+    bad = harness.client.put(
+        "/api/v1/users/vic/keys", json={"ssh_public_keys": ["junk"]}, headers=harness.headers
+    )
+    assert bad.status_code == 400
+    key = write_key(tmp_path, pair.private_openssh, "vic")
+
+    session = harness.create("vic").json()
+    assert session["ssh_private_key"] is None  # the stored keys are used, nothing generated
+    result = ssh(session, key, "echo hello from $(id -un)")
+    assert result.stdout.strip() == "hello from vic", result.stderr
+
+    harness.client.delete(f"/api/v1/sessions/{session['session_id']}", headers=harness.headers)
+    refused = ssh(session, key, "true")
+    assert refused.returncode != 0 and "no running session for vic" in refused.stderr
+    log = harness.client.get("/api/v1/connections?user_id=vic", headers=harness.headers).json()
+    results = [(c["result"], c["session_id"]) for c in log]
+    assert ("accepted", session["session_id"]) in results
+    assert any(r == "refused" for r, _ in results)
+    accepted = next(c for c in log if c["result"] == "accepted")
+    assert accepted["bytes_to_client"] > 0 and accepted["ended_at"] is not None
