@@ -10,14 +10,13 @@ that the reconciler finishes the same way.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -35,9 +34,8 @@ from sandman.errors import (
     SessionConflict,
 )
 from sandman.gpu.planner import claim_units, plan
-from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory, GpuRequest
+from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory
 from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerRuntime
-from sandman.runtime.docker.spec import parse_size
 from sandman.services.container_spec import (
     SessionContainer,
     session_container_spec,
@@ -47,6 +45,13 @@ from sandman.services.files import SessionFiles
 from sandman.services.keys import generate_key_pair, normalize_public_keys
 from sandman.services.ports import choose_port
 from sandman.services.readiness import wait_for_sshd
+from sandman.services.requests import (
+    SessionRequest,
+    check_gpu_request,
+    checked_image,
+    checked_limits,
+    checked_ttl,
+)
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim, User, utcnow
 from sandman.store.models import Session as SessionRow
@@ -55,22 +60,6 @@ log = logging.getLogger(__name__)
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 RESERVE_ATTEMPTS = 20
-
-
-@dataclass(frozen=True)
-class SessionRequest:
-    """A validated-by-type request; ``SessionService.create`` checks its values."""
-
-    user_id: str
-    ttl_minutes: int | None = None
-    gpu: GpuRequest = field(default_factory=GpuRequest)
-    image: str | None = None
-    ssh_public_keys: list[str] | None = None
-    cpus: float | None = None
-    memory: str | None = None
-    team: str | None = None
-    project: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,14 +153,15 @@ class SessionService:
     # ---------------------------------------------------------------- create
     def create(self, request: SessionRequest) -> CreatedSession:
         user_id = validate_user_id(request.user_id)
-        ttl = self._checked_ttl(
+        ttl = checked_ttl(
+            self.settings,
             self.settings.default_ttl_minutes
             if request.ttl_minutes is None
-            else request.ttl_minutes
+            else request.ttl_minutes,
         )
-        image = self._checked_image(request.image)
-        cpus, memory = self._checked_limits(request.cpus, request.memory)
-        self._check_gpu_request(request.gpu)
+        image = checked_image(self.settings, request.image)
+        cpus, memory = checked_limits(self.settings, request.cpus, request.memory)
+        check_gpu_request(request.gpu)
         keys = normalize_public_keys(request.ssh_public_keys or [])
         if request.ssh_public_keys is not None and not keys:
             raise InvalidRequest("ssh_public_keys is empty: give at least one key or omit it")
@@ -355,7 +345,7 @@ class SessionService:
 
     # ------------------------------------------------------------- lifecycle
     def extend(self, session_id: str, ttl_minutes: int) -> SessionRow:
-        ttl = self._checked_ttl(ttl_minutes)
+        ttl = checked_ttl(self.settings, ttl_minutes)
         with self.db.transaction() as db:
             row = db.get(SessionRow, session_id)
             if row is None:
@@ -538,52 +528,6 @@ class SessionService:
             )
             for unit in claim_units(allocation)
         ]
-
-    def _checked_ttl(self, ttl: int) -> int:
-        if (
-            isinstance(ttl, bool)
-            or not isinstance(ttl, int)
-            or not (1 <= ttl <= self.settings.max_ttl_minutes)
-        ):
-            raise InvalidRequest(
-                f"ttl_minutes must be a whole number from 1 to {self.settings.max_ttl_minutes}"
-            )
-        return ttl
-
-    def _checked_image(self, image: str | None) -> str:
-        chosen = image or self.settings.default_image
-        if chosen not in self.settings.allowed_images:
-            allowed = ", ".join(self.settings.allowed_images)
-            raise InvalidRequest(f"image {chosen!r} is not allowed; allowed: {allowed}")
-        return chosen
-
-    def _checked_limits(self, cpus: float | None, memory: str | None) -> tuple[float, str]:
-        host_cpus = float(os.cpu_count() or 1)
-        chosen_cpus = cpus if cpus is not None else min(self.settings.cpus, host_cpus)
-        if not (0.01 <= chosen_cpus <= host_cpus):
-            raise InvalidRequest(f"cpus must be between 0.01 and {host_cpus:g} on this host")
-        chosen_memory = (memory or self.settings.memory).strip().lower()
-        try:
-            size = parse_size(chosen_memory)
-        except ValueError:
-            raise InvalidRequest(f"memory {memory!r} is not a size like 512m or 16g") from None
-        if size < 64 * 1024**2:
-            raise InvalidRequest("memory must be at least 64m")
-        return chosen_cpus, chosen_memory
-
-    @staticmethod
-    def _check_gpu_request(request: GpuRequest) -> None:
-        given = [
-            name
-            for name in ("mig_profile", "mig_instance_uuid", "gpu_count", "gpu_memory_gb")
-            if getattr(request, name) is not None
-        ]
-        if len(given) > 1:
-            raise InvalidRequest(f"give at most one of {', '.join(given)}")
-        if request.gpu_count is not None and not 0 <= request.gpu_count <= 64:
-            raise InvalidRequest("gpu_count must be between 0 and 64")
-        if request.gpu_memory_gb is not None and request.gpu_memory_gb <= 0:
-            raise InvalidRequest("gpu_memory_gb must be positive")
 
 
 __all__ = ["CreatedSession", "SessionRequest", "SessionService"]

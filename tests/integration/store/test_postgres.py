@@ -25,7 +25,8 @@ from sandman.errors import CapacityExhausted, SessionConflict
 from sandman.gpu.inventory import make_inventory
 from sandman.runtime.docker import DockerRuntime
 from sandman.services.files import SessionFiles
-from sandman.services.sessions import SessionRequest, SessionService
+from sandman.services.requests import SessionRequest
+from sandman.services.sessions import SessionService
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim
 

@@ -18,7 +18,7 @@ from sandman.core import Sandman
 from sandman.domain import SessionStatus
 from sandman.gpu.planner import free_summary
 from sandman.gpu.types import GpuRequest
-from sandman.services.sessions import SessionRequest
+from sandman.services.requests import SessionRequest
 from sandman.store.models import Session as SessionRow
 
 router = APIRouter(tags=["sessions"])

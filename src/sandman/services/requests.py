@@ -1,0 +1,77 @@
+"""What a session request may ask for: checks that turn bad input into a clear 400."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sandman.config import Settings
+from sandman.errors import InvalidRequest
+from sandman.gpu.types import GpuRequest
+from sandman.runtime.docker.spec import parse_size
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A request typed by the API; ``SessionService.create`` checks its values."""
+
+    user_id: str
+    ttl_minutes: int | None = None
+    gpu: GpuRequest = field(default_factory=GpuRequest)
+    image: str | None = None
+    ssh_public_keys: list[str] | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    team: str | None = None
+    project: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def checked_ttl(settings: Settings, ttl: int) -> int:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int)
+        or not 1 <= ttl <= settings.max_ttl_minutes
+    ):
+        raise InvalidRequest(
+            f"ttl_minutes must be a whole number from 1 to {settings.max_ttl_minutes}"
+        )
+    return ttl
+
+
+def checked_image(settings: Settings, image: str | None) -> str:
+    chosen = image or settings.default_image
+    if chosen not in settings.allowed_images:
+        allowed = ", ".join(settings.allowed_images)
+        raise InvalidRequest(f"image {chosen!r} is not allowed; allowed: {allowed}")
+    return chosen
+
+
+def checked_limits(settings: Settings, cpus: float | None, memory: str | None) -> tuple[float, str]:
+    """CPU and memory limits the engine will accept on this host."""
+    host_cpus = float(os.cpu_count() or 1)
+    chosen_cpus = cpus if cpus is not None else min(settings.cpus, host_cpus)
+    if not 0.01 <= chosen_cpus <= host_cpus:
+        raise InvalidRequest(f"cpus must be between 0.01 and {host_cpus:g} on this host")
+    chosen_memory = (memory or settings.memory).strip().lower()
+    try:
+        size = parse_size(chosen_memory)
+    except ValueError:
+        raise InvalidRequest(f"memory {memory!r} is not a size like 512m or 16g") from None
+    if size < 64 * 1024**2:
+        raise InvalidRequest("memory must be at least 64m")
+    return chosen_cpus, chosen_memory
+
+
+def check_gpu_request(request: GpuRequest) -> None:
+    given = [
+        name
+        for name in ("mig_profile", "mig_instance_uuid", "gpu_count", "gpu_memory_gb")
+        if getattr(request, name) is not None
+    ]
+    if len(given) > 1:
+        raise InvalidRequest(f"give at most one of {', '.join(given)}")
+    if request.gpu_count is not None and not 0 <= request.gpu_count <= 64:
+        raise InvalidRequest("gpu_count must be between 0 and 64")
+    if request.gpu_memory_gb is not None and request.gpu_memory_gb <= 0:
+        raise InvalidRequest("gpu_memory_gb must be positive")
