@@ -107,7 +107,9 @@ class Bench:
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
     cpu0, t0 = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    print(f"  {getattr(fn, '__name__', 'step')}: {wall:.2f}s wall, {cpu:.2f}s cpu", flush=True)
+    return wall, cpu
 
 
 def check(cmd: list[str] | str, **kwargs: object) -> None:

@@ -78,6 +78,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self._upstream_task: asyncio.Task[asyncssh.SSHClientConnection] | None = None
         self._channels: set[DownstreamSession] = set()
         self._closed = False
+        # Set once the session lookup after authentication is done: asyncssh may hand
+        # us channel requests before ``auth_completed`` has finished awaiting it.
+        self._routed = asyncio.Event()
 
     # -- asyncssh callbacks -------------------------------------------------
 
@@ -134,8 +137,16 @@ class GatewayConnection(asyncssh.SSHServer):
     async def auth_completed(self) -> None:
         assert self.user_id is not None
         self._authenticated = True
-        self.route = await asyncio.to_thread(self._ctx.route_source.route, self.user_id)
-        if self.route is None:
+        try:
+            self.route = await asyncio.to_thread(self._ctx.route_source.route, self.user_id)
+        except Exception:
+            self.log.exception("session lookup failed")
+            self._refusal = "sandman: cannot look up your session now; try again shortly"
+        finally:
+            self._routed.set()
+        if self._refusal is not None:
+            self.log.info("refused: %s", self._refusal)
+        elif self.route is None:
             self._refusal = no_session_message(self.user_id)
             self.log.info("refused: %s", self._refusal)
         else:
@@ -166,6 +177,9 @@ class GatewayConnection(asyncssh.SSHServer):
         return False
 
     # -- RelayContext -------------------------------------------------------
+
+    async def ready(self) -> None:
+        await self._routed.wait()
 
     @property
     def refusal(self) -> str | None:

@@ -49,6 +49,10 @@ class RelayContext(Protocol):
         """Byte counters of the connection."""
         ...
 
+    async def ready(self) -> None:
+        """Wait until the user's session has been looked up after authentication."""
+        ...
+
     @property
     def refusal(self) -> str | None:
         """Why this connection may not reach a session (None when it may)."""
@@ -262,6 +266,7 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
 
     async def _start(self) -> None:
         ctx = self._ctx
+        await ctx.ready()
         refusal = ctx.refusal
         if refusal is not None:
             self.fail(refusal)
@@ -271,7 +276,9 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
             self._write(ctx.login_banner().replace("\n", "\r\n").encode("utf-8"), None)
         try:
             conn = await ctx.upstream()
-            env: dict[bytes | str, bytes | str] = dict(self.server_chan.get_environment_bytes())
+            env: dict[bytes | str, bytes | str] = {
+                k: v for k, v in self.server_chan.get_environment_bytes().items()
+            }
             _, session = await conn.create_session(
                 lambda: UpstreamSession(self),
                 self._command,
@@ -373,7 +380,9 @@ class TCPEnd(_End, asyncssh.SSHTCPSession[bytes]):
     def peer_closed(self) -> None:
         if self.chan is None:
             self._close_when_open = True
-        elif not self.chan.is_closing():
+        else:
+            # close() also when only our sending side is done (EOF written):
+            # is_closing() is already true then, but the channel is still open.
             self.chan.close()
 
     def data_received(self, data: bytes, datatype: DataType) -> None:
@@ -396,6 +405,7 @@ async def open_tcp_relay(
 
     Raises ``ChannelOpenError`` so the client sees why (``ssh -L`` prints it).
     """
+    await ctx.ready()
     refusal = ctx.refusal
     if refusal is not None:
         raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, refusal)

@@ -298,3 +298,65 @@ def test_fifty_concurrent_connections(env: Env) -> None:
         (i, r) for i, r in enumerate(results) if r[0] != 0 or r[1] != f"hello-{i}\n".encode()
     ]
     assert not failures, failures[:3]
+
+
+def test_forward_closed_by_client_releases_the_session_side(env: Env) -> None:
+    """A client that hangs up early must close the connection inside the session too."""
+    import socket
+    import threading
+
+    port = free_port()
+    size = 8 << 20
+    served: list[str] = []
+
+    def serve() -> None:
+        with socket.socket() as srv:
+            srv.bind(("127.0.0.1", port))
+            srv.listen()
+            srv.settimeout(20)
+            for _ in range(2):
+                conn, _ = srv.accept()
+                with conn:
+                    try:
+                        conn.sendall(b"\0" * size)
+                        served.append("full")
+                    except OSError:
+                        served.append("cut")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    local = free_port()
+    tunnel = subprocess.Popen(
+        env.ssh("alice", "-N", "-L", f"{local}:127.0.0.1:{port}"), stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_port(local)  # connects and hangs up at once
+        got = 0
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
+            while data := s.recv(1 << 20):
+                got += len(data)
+        assert got == size
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
+    server.join(20)
+    assert served == ["cut", "full"]
+
+
+def test_agent_forwarding(env: Env) -> None:
+    sock = env.root / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait = time.monotonic() + 5
+        while not sock.exists() and time.monotonic() < wait:
+            time.sleep(0.05)
+        agent_env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        run(["ssh-add", str(env.keys["bob"])], env=agent_env)
+        with_agent = run(env.ssh("alice", "-A", "ssh-add -l"), env=agent_env)
+        assert with_agent.returncode == 0, with_agent.stderr
+        assert b"bob" in with_agent.stdout
+        without = run(env.ssh("alice", "ssh-add -l"), env=agent_env)
+        assert without.returncode != 0
+    finally:
+        agent.terminate()
+        agent.wait(5)
