@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         "session with the user's keys in the container; both.",
     )
     ssh_listen: str = Field("127.0.0.1:2222", description="Gateway listen HOST:PORT.")
+    run_gateway: bool = Field(
+        True,
+        description="Run the gateway inside `sandman serve` (false: `sandman gateway` runs it).",
+    )
     ssh_public_host: str = Field("127.0.0.1", description="Host name the API reports.")
     ssh_public_port: int | None = Field(
         None, ge=1, le=65535, description="Gateway port users connect to (default: listen port)."

@@ -102,7 +102,7 @@ class Sandman:
             self.sessions.gateway_key = public_key_line(identity)
             host_key = load_or_create_key(gateway_dir / "host_ed25519", comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
-            if with_gateway:
+            if with_gateway and settings.run_gateway:
                 host, port = settings.ssh_listen_address
                 self.gateway = GatewayServer(
                     DatabaseRouteSource(self.sessions, settings.gateway_upstream),
@@ -125,8 +125,8 @@ class Sandman:
                 settings.data_dir / "gateway" / "identity_ed25519",
             )
             self.sshpiper = piper
-            self.sessions.start_hooks.append(lambda _user, _session: piper.sync())
-            self.sessions.end_hooks.append(lambda _user, _session: piper.sync())
+            self.sessions.start_hooks.append(lambda _user, _session, _why: piper.sync())
+            self.sessions.end_hooks.append(lambda _user, _session, _why: piper.sync())
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(
             self.sessions, stale_after=max(3 * settings.reconcile_interval, 30.0)
@@ -143,13 +143,17 @@ class Sandman:
         self.gateway_port = self.settings.ssh_public_port or gateway.bound_port
         loop = asyncio.get_running_loop()
 
-        def close_connections(user_id: str, session_id: str) -> None:
+        def close_connections(user_id: str, session_id: str, reason: str) -> None:
+            """Tell the user why and cut their connections before the container goes."""
             future = asyncio.run_coroutine_threadsafe(
-                gateway.close_user(user_id, f"session {session_id} ended"), loop
+                gateway.close_user(user_id, f"session {session_id} ended: {reason}"), loop
             )
-            future.add_done_callback(lambda done: done.exception())
+            try:
+                future.result(timeout=5)
+            except Exception:
+                log.warning("could not close the connections of %s in time", user_id)
 
-        self.sessions.end_hooks.append(close_connections)
+        self.sessions.stop_hooks.append(close_connections)
         log.info("SSH gateway on %s:%d", *self.settings.ssh_listen_address[:1], gateway.bound_port)
 
     async def stop_gateway(self) -> None:

@@ -7,6 +7,7 @@ and prints their logs when a test failed.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import docker
 import pytest
 from fastapi.testclient import TestClient
+from tests.integration.support import TOKEN, Server, free_port
 
 from sandman.api.app import create_app
 from sandman.config import Settings
@@ -23,7 +25,6 @@ from sandman.core import Sandman
 from sandman.image.build import WORKSPACE_IMAGE, image_exists
 
 TEST_NETWORK = "sandman-test-net"
-TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +124,37 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def server(docker_client: Any, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    made: list[Server] = []
+
+    def make(**settings: str) -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "SANDMAN_DATA_DIR": str(tmp_path / "data"),
+            "SANDMAN_ADMIN_TOKEN": TOKEN,
+            "SANDMAN_PORT": str(port),
+            "SANDMAN_CONTAINER_PREFIX": f"smc-{uuid.uuid4().hex[:6]}",
+            "SANDMAN_NETWORK_NAME": TEST_NETWORK,
+            "SANDMAN_CPUS": "0.5",
+            "SANDMAN_MEMORY": "256m",
+            "SANDMAN_STOP_GRACE_PERIOD": "1",
+            "SANDMAN_LOG_LEVEL": "WARNING",
+            "SANDMAN_SSH_MODE": "both",
+            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
+            **{f"SANDMAN_{k.upper()}": v for k, v in settings.items()},
+        }
+        (tmp_path / "data").mkdir(exist_ok=True)
+        found = Server(tmp_path / "data", env, f"http://127.0.0.1:{port}")
+        made.append(found)
+        return found
+
+    yield make
+    for found in made:
+        found.stop()
+    if made:
+        deployment = made[0].deployment()
+        remove_deployment_containers(deployment, show_logs=False)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+TOKEN = "test-admin-token"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def write_key(directory: Path, private_key: str, name: str = "id") -> Path:
@@ -40,3 +50,84 @@ def ssh(
         ],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    env: dict[str, str]
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sandman.cli", "serve"], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.process.poll() is None, (self.data_dir / "serve.log").read_text()
+            time.sleep(0.2)
+        raise AssertionError("sandman serve did not answer")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def get(self, path: str) -> Any:
+        return httpx.get(f"{self.url}/api/v1{path}", headers=HEADERS, timeout=30).json()
+
+    def create(self, user_id: str, **body: Any) -> httpx.Response:
+        return httpx.post(
+            f"{self.url}/api/v1/sessions",
+            json={"user_id": user_id, **body},
+            headers=HEADERS,
+            timeout=180,
+        )
+
+    def deployment(self) -> str:
+        import sqlite3
+
+        with sqlite3.connect(self.data_dir / "sandman.db") as db:
+            (value,) = db.execute("SELECT value FROM meta WHERE key='deployment_id'").fetchone()
+            return str(value)
+
+
+def start_gateway(server: Server) -> subprocess.Popen[bytes]:
+    """``sandman gateway`` alone, sharing the server's database; the caller stops it."""
+    log = open(server.data_dir / "gateway.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandman.cli", "gateway"], env=server.env, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    host, port = server.env["SANDMAN_SSH_LISTEN"].rsplit(":", 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex((host, int(port))) == 0:
+                return process
+        assert process.poll() is None, (server.data_dir / "gateway.log").read_text()
+        time.sleep(0.2)
+    raise AssertionError("sandman gateway did not listen")

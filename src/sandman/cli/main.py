@@ -139,7 +139,7 @@ def gateway(
     if settings.ssh_mode == "direct":
         console.print("[red]sandman: ssh_mode is direct: there is no gateway to run[/red]")
         raise typer.Exit(2)
-    core = _core(settings)
+    core = _core(settings.model_copy(update={"run_gateway": True}))
 
     async def run() -> None:
         await core.start_gateway()

@@ -230,9 +230,15 @@ class GatewayConnection(asyncssh.SSHServer):
         """Close the connection now, telling any open session channel why."""
         self.log.info("closing: %s", reason)
         for session in list(self._channels):
-            session.notify(f"sandman: connection closed: {reason}")
+            session.fail(f"sandman: connection closed: {reason}", 255)
         if self._conn is not None:
-            self._conn.close()
+            # Let the message and the exit status reach the client before the
+            # disconnect overtakes them.
+            conn = self._conn
+            if self._channels:
+                asyncio.get_running_loop().call_later(0.5, conn.close)
+            else:
+                conn.close()
 
     async def _record(self, *, ended: bool) -> None:
         record = ConnectionRecord(

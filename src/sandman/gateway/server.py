@@ -46,6 +46,7 @@ class GatewayServer:
         allow_passwords: bool = False,
         upstream_policy: UpstreamPolicy | None = None,
         touch_interval_s: float = TOUCH_INTERVAL_S,
+        sweep_interval_s: float = 3.0,
         tune_asyncssh: bool = True,
     ) -> None:
         if allow_passwords:
@@ -67,6 +68,8 @@ class GatewayServer:
         self._connections: dict[str, set[GatewayConnection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._toucher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._sweep_interval_s = sweep_interval_s
 
     # -- keys -------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class GatewayServer:
             config=None,
         )
         self._toucher = asyncio.get_running_loop().create_task(self._touch_loop())
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
         log.info("gateway listening on %s:%d", self._listen_host, self.bound_port)
 
     @property
@@ -147,9 +151,10 @@ class GatewayServer:
         if self._acceptor is not None:
             await self._acceptor.wait_closed()
             self._acceptor = None
-        if self._toucher is not None:
-            self._toucher.cancel()
-            self._toucher = None
+        for task in (self._toucher, self._sweeper):
+            if task is not None:
+                task.cancel()
+        self._toucher = self._sweeper = None
         # Connection-lost callbacks schedule the final records; let them land.
         deadline = asyncio.get_running_loop().time() + 5.0
         while self._connections and asyncio.get_running_loop().time() < deadline:
@@ -169,6 +174,27 @@ class GatewayServer:
         if conns:
             log.info("closed %d connection(s) of %s: %s", len(conns), user_id, reason)
         return len(conns)
+
+    async def close_ended(self) -> int:
+        """Close connections whose session is no longer the user's running one.
+
+        ``close_user`` is the fast path when the session ends in this process; this
+        sweep (run every few seconds) also catches sessions ended elsewhere, e.g. by
+        an API process beside a standalone ``sandman gateway``.
+        """
+        closed = 0
+        for user_id, conns in list(self._connections.items()):
+            held = [c for c in conns if c.is_open and c.route is not None]
+            if not held:
+                continue
+            route = await asyncio.to_thread(self._route_source.route, user_id)
+            current = route.session_id if route is not None else None
+            for conn in held:
+                assert conn.route is not None
+                if conn.route.session_id != current:
+                    conn.cut(f"session {conn.route.session_id} has ended")
+                    closed += 1
+        return closed
 
     def connection_count(self, user_id: str | None = None) -> int:
         """How many authenticated connections are open (for one user, or all)."""
@@ -197,6 +223,15 @@ class GatewayServer:
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _sweep_loop(self) -> None:
+        """Cut connections of ended sessions, whoever ended them."""
+        while True:
+            await asyncio.sleep(self._sweep_interval_s)
+            try:
+                await self.close_ended()
+            except Exception:
+                log.exception("sweep of ended sessions failed")
 
     async def _touch_loop(self) -> None:
         """Keep ``last_activity`` fresh for every session with an open connection."""

@@ -69,7 +69,7 @@ class CreatedSession:
     notes: tuple[str, ...] = ()
 
 
-SessionHook = Callable[[str, str], None]  # (user_id, session_id)
+SessionHook = Callable[[str, str, str], None]  # (user_id, session_id, reason)
 
 
 def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
@@ -103,8 +103,9 @@ class SessionService:
         self.deployment_id = deployment_id
         self.worker_id = worker_id
         self.clock = clock
-        self.start_hooks: list[SessionHook] = []
-        self.end_hooks: list[SessionHook] = []
+        self.start_hooks: list[SessionHook] = []  # the session is running
+        self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
+        self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
         self.gateway_key: str | None = None  # the gateway's identity, authorized in containers
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -330,7 +331,7 @@ class SessionService:
             current.status = SessionStatus.RUNNING.value
             current.started_at = self.clock()
             current.last_activity = current.started_at
-        self._run_hooks(self.start_hooks, current.user_id, current.id)
+        self._run_hooks(self.start_hooks, current.user_id, current.id, "running")
         return current
 
     def container_keys(self, user_keys: list[str]) -> list[str]:
@@ -399,6 +400,7 @@ class SessionService:
                 if c.instance_uuid
             ]
             final = SessionStatus(row.stop_status or status.value)
+        self._run_hooks(self.stop_hooks, row.user_id, session_id, row.end_reason or reason)
         self._remove_container(row)
         for gpu_uuid, instance_uuid in dict.fromkeys(created):
             try:
@@ -413,14 +415,14 @@ class SessionService:
             row.ended_at = self.clock()
         self.files.remove_session(session_id)
         log.info("session %s of %s ended (%s): %s", session_id, row.user_id, final, row.end_reason)
-        self._run_hooks(self.end_hooks, row.user_id, session_id)
+        self._run_hooks(self.end_hooks, row.user_id, session_id, row.end_reason or reason)
         return row
 
     @staticmethod
-    def _run_hooks(hooks: list[SessionHook], user_id: str, session_id: str) -> None:
+    def _run_hooks(hooks: list[SessionHook], user_id: str, session_id: str, reason: str) -> None:
         for hook in hooks:
             try:
-                hook(user_id, session_id)
+                hook(user_id, session_id, reason)
             except Exception:
                 log.exception("session hook %r failed", hook)
 

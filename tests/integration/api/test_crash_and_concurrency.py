@@ -3,122 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
-import pytest
-from tests.integration.conftest import TEST_NETWORK, TOKEN, remove_deployment_containers
-
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@dataclass
-class Server:
-    data_dir: Path
-    env: dict[str, str]
-    url: str
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandman.cli", "serve"], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, (self.data_dir / "serve.log").read_text()
-            time.sleep(0.2)
-        raise AssertionError("sandman serve did not answer")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def get(self, path: str) -> Any:
-        return httpx.get(f"{self.url}/api/v1{path}", headers=HEADERS, timeout=30).json()
-
-    def create(self, user_id: str, **body: Any) -> httpx.Response:
-        return httpx.post(
-            f"{self.url}/api/v1/sessions",
-            json={"user_id": user_id, **body},
-            headers=HEADERS,
-            timeout=180,
-        )
-
-    def deployment(self) -> str:
-        import sqlite3
-
-        with sqlite3.connect(self.data_dir / "sandman.db") as db:
-            (value,) = db.execute("SELECT value FROM meta WHERE key='deployment_id'").fetchone()
-            return str(value)
-
-
-@pytest.fixture
-def server(docker_client: Any, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    made: list[Server] = []
-
-    def make(**settings: str) -> Server:
-        port = _free_port()
-        env = {
-            **os.environ,
-            "SANDMAN_DATA_DIR": str(tmp_path / "data"),
-            "SANDMAN_ADMIN_TOKEN": TOKEN,
-            "SANDMAN_PORT": str(port),
-            "SANDMAN_CONTAINER_PREFIX": f"smc-{uuid.uuid4().hex[:6]}",
-            "SANDMAN_NETWORK_NAME": TEST_NETWORK,
-            "SANDMAN_CPUS": "0.5",
-            "SANDMAN_MEMORY": "256m",
-            "SANDMAN_STOP_GRACE_PERIOD": "1",
-            "SANDMAN_LOG_LEVEL": "WARNING",
-            "SANDMAN_SSH_MODE": "both",
-            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{_free_port()}",
-            **{f"SANDMAN_{k.upper()}": v for k, v in settings.items()},
-        }
-        (tmp_path / "data").mkdir(exist_ok=True)
-        found = Server(tmp_path / "data", env, f"http://127.0.0.1:{port}")
-        made.append(found)
-        return found
-
-    yield make
-    for found in made:
-        found.stop()
-    if made:
-        deployment = made[0].deployment()
-        remove_deployment_containers(deployment, show_logs=False)
+from tests.integration.support import HEADERS, Server
 
 
 def _managed(deployment: str) -> list[Any]:
