@@ -27,6 +27,13 @@ def _describe_validation(exc: RequestValidationError) -> str:
         message = str(error.get("msg", "invalid"))
         if error.get("type") == "json_invalid":
             return "the request body is not valid JSON"
+        if error.get("type") == "model_attributes_type" and tuple(error.get("loc", ())) == (
+            "body",
+        ):
+            return (
+                "the request body must be a JSON object, sent with "
+                "'Content-Type: application/json'"
+            )
         parts.append(f"{location}: {message}" if location else message)
     return "invalid request: " + "; ".join(parts)
 
