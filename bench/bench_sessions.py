@@ -118,6 +118,8 @@ class SandmanServer:
             "SANDMAN_LOG_LEVEL": "WARNING",
             "SANDMAN_CPUS": "1",
             "SANDMAN_MEMORY": "512m",
+            "SANDMAN_SSH_MODE": "both",
+            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sandman.cli", "serve"],
@@ -147,7 +149,7 @@ class SandmanServer:
         response.raise_for_status()
         body = response.json()
         # POST returns only once sshd answers; confirm from outside, untimed.
-        wait_for_sshd("127.0.0.1", body["ssh_port"], 5)
+        wait_for_sshd("127.0.0.1", body["direct_ssh_port"], 5)
         return elapsed, body["session_id"]
 
     def delete(self, session_id: str) -> None:

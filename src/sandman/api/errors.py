@@ -31,8 +31,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
             "body",
         ):
             return (
-                "the request body must be a JSON object, sent with "
-                "'Content-Type: application/json'"
+                "the request body must be a JSON object, sent with 'Content-Type: application/json'"
             )
         parts.append(f"{location}: {message}" if location else message)
     return "invalid request: " + "; ".join(parts)

@@ -45,6 +45,10 @@ def _core(settings: Settings, with_gateway: bool = True) -> Sandman:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.log_level.upper() != "DEBUG":
+        # asyncssh logs every command and environment users send at INFO; those can
+        # hold secrets, so Sandman's own connection log is the record instead.
+        logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
         return Sandman(
             settings,

@@ -314,3 +314,17 @@ def test_user_keys_open_the_gateway_and_connections_are_logged(
     assert any(r == "refused" for r, _ in results)
     accepted = next(c for c in log if c["result"] == "accepted")
     assert accepted["bytes_to_client"] > 0 and accepted["ended_at"] is not None
+
+
+def test_an_exhausted_port_range_is_503_and_leaks_nothing(make_harness) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.support import free_port
+
+    port = free_port()
+    harness = make_harness(ssh_mode="direct", ssh_port_start=port, ssh_port_end=port)
+    first = harness.create("pam")
+    assert first.status_code == 201 and first.json()["ssh_port"] == port
+    second = harness.create("quin")
+    assert second.status_code == 503 and f"{port}-{port}" in second.json()["error"]
+    assert len(harness.containers()) == 1
+    gpus = harness.client.get("/api/v1/gpus", headers=harness.headers).json()["gpus"][0]
+    assert sum(i["allocated"] for i in gpus["mig_instances"]) == 1
