@@ -7,7 +7,8 @@ same OpenSSH client commands through the gateway and directly, both preferring
 test is this process's CPU time (the clients and sshd are child processes).
 
 Options: ``--quick`` (smaller transfers), ``--stock`` (leave asyncssh untuned),
-``--profile FILE`` (py-spy flame graph of the gateway during the transfers).
+``--profile FILE`` (py-spy profile of the gateway during the cat transfers: a
+flame graph, or collapsed stacks when FILE ends in ``.txt``).
 """
 
 from __future__ import annotations
@@ -282,7 +283,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--stock", action="store_true", help="do not tune asyncssh")
-    parser.add_argument("--profile", type=Path, help="write a py-spy flame graph here")
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile here (.svg or .txt)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bulk = 256 * MiB if args.quick else 1024 * MiB
@@ -310,6 +311,8 @@ def main() -> None:
                         "--nonblocking",
                         "-r",
                         "200",
+                        "--format",
+                        "raw" if args.profile.suffix == ".txt" else "flamegraph",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +25,9 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await core.start_gateway()
         if run_background:
-            core.start_background()
+            # Start-up reconciliation talks to Docker: keep it off the event loop,
+            # which the gateway needs to serve while it runs.
+            await asyncio.to_thread(core.start_background)
         try:
             yield
         finally:
