@@ -9,6 +9,7 @@ that the reconciler finishes the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -179,6 +180,10 @@ class SessionService:
                 reason = exc.message if isinstance(exc, SandmanError) else repr(exc)
                 log.warning("session %s for %s failed: %s", session_id, user_id, reason)
                 self._release(session_id, SessionStatus.FAILED, f"creation failed: {reason}")
+                # The session may have been ended by a DELETE while its container was
+                # still being started; the container it started must not outlive it.
+                with contextlib.suppress(SandmanError):
+                    self._remove_container(row)
                 raise
         notes = tuple(n for a in allocations for n in a.notes)
         return CreatedSession(session=row, private_key=private_key, notes=notes)
