@@ -6,6 +6,7 @@ import re
 from enum import StrEnum
 
 from sandman.errors import InvalidRequest
+from sandman.image.accounts import reserved_names
 
 USER_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -46,10 +47,4 @@ def validate_user_id(user_id: str) -> str:
     return user_id
 
 
-RESERVED_USER_IDS = frozenset(
-    {
-        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-        "proxy", "www-data", "backup", "list", "irc", "_apt", "nobody", "sshd", "messagebus",
-        "systemd-network", "systemd-resolve", "systemd-timesync",
-    }
-)  # fmt: skip
+RESERVED_USER_IDS = reserved_names() | {"messagebus", "systemd-network", "systemd-resolve"}

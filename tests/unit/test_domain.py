@@ -13,7 +13,7 @@ def test_valid_user_ids(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "User", "1abc", "-a", "a b", "a/b", "../etc", "a.b", "x" * 33, "é", "root", "sshd",
+    ["", "User", "1abc", "-a", "a b", "a/b", "../etc", "a.b", "x" * 33, "é", "root", "sshd", "tty",
      "nobody", "a\n", None, 5],
 )  # fmt: skip
 def test_invalid_user_ids(name: object) -> None:

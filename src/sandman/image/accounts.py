@@ -103,6 +103,11 @@ def _ids(database: str) -> tuple[set[str], set[int]]:
     return names, ids
 
 
+def reserved_names() -> frozenset[str]:
+    """User and group names the image already has; no Sandman user may take one."""
+    return frozenset(_ids(BASE_PASSWD)[0] | _ids(BASE_GROUP)[0])
+
+
 def passwd_and_group(user: str, uid: int, gid: int) -> tuple[str, str]:
     """Return the contents of ``/etc/passwd`` and ``/etc/group`` for a workspace.
 
