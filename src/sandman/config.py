@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     ssh_bind_address: str = Field("127.0.0.1", description="Where session ports are published.")
     ssh_port_start: int = Field(10000, ge=1024, le=65535)
     ssh_port_end: int = Field(20000, ge=1024, le=65535)
+    gateway_password_auth: bool = Field(
+        False, description="Also accept passwords at the gateway (checked against a hash)."
+    )
     gateway_upstream: Literal["published", "network"] = Field(
         "published",
         description="How the gateway reaches containers: their port on 127.0.0.1, or their "

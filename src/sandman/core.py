@@ -111,6 +111,7 @@ class Sandman:
                     host_key_path=gateway_dir / "host_ed25519",
                     identity_key_path=identity_path,
                     public_host=settings.ssh_public_host,
+                    allow_passwords=settings.gateway_password_auth,
                 )
         self.sshpiper: SshPiperConfig | None = None
         if settings.sshpiper_config is not None:

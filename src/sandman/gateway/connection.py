@@ -39,6 +39,7 @@ class GatewayContext:
     register: Callable[[GatewayConnection], None]
     unregister: Callable[[GatewayConnection], None]
     spawn: Callable[[Awaitable[None]], None]
+    allow_passwords: bool = False
 
 
 def no_session_message(user_id: str) -> str:
@@ -119,7 +120,11 @@ class GatewayConnection(asyncssh.SSHServer):
         return True
 
     def password_auth_supported(self) -> bool:
-        return False
+        return self._ctx.allow_passwords
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        self.user_id = username
+        return await asyncio.to_thread(self._ctx.route_source.check_password, username, password)
 
     def kbdint_auth_supported(self) -> bool:
         return False

@@ -63,6 +63,10 @@ class RouteSource(Protocol):
         """Store a connection's start (ended_at None) or its end (same id)."""
         ...
 
+    def check_password(self, user_id: str, password: str) -> bool:
+        """Whether ``password`` matches the user's hashed secret (only when enabled)."""
+        ...
+
     def touch(self, session_id: str) -> None:
         """Move the session's ``last_activity`` to now."""
         ...

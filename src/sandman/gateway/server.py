@@ -15,7 +15,6 @@ from pathlib import Path
 
 import asyncssh
 
-from sandman.errors import ConfigurationError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.connection import GatewayConnection, GatewayContext
 from sandman.gateway.keys import load_or_create_key, public_key_line
@@ -49,10 +48,7 @@ class GatewayServer:
         sweep_interval_s: float = 3.0,
         tune_asyncssh: bool = True,
     ) -> None:
-        if allow_passwords:
-            # RouteSource has no way to check a password; refuse loudly rather
-            # than advertise a method that can never succeed.
-            raise ConfigurationError("the gateway supports public-key authentication only")
+        self._allow_passwords = allow_passwords
         self._route_source = route_source
         self._listen_host = listen_host
         self._listen_port = listen_port
@@ -110,6 +106,7 @@ class GatewayServer:
             register=self._register,
             unregister=self._unregister,
             spawn=self._spawn,
+            allow_passwords=self._allow_passwords,
         )
         self._acceptor = await asyncssh.listen(
             self._listen_host,
@@ -118,7 +115,7 @@ class GatewayServer:
             server_host_keys=[host_key],
             encryption_algs=list(PREFERRED_CIPHERS),
             public_key_auth=True,
-            password_auth=False,
+            password_auth=self._allow_passwords,
             kbdint_auth=False,
             allow_pty=True,
             line_editor=False,

@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from sandman.domain import USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
+from sandman.services.passwords import verify_password
 from sandman.services.sessions import SessionService
 from sandman.store.models import Connection, User
 from sandman.store.models import Session as SessionRow
@@ -86,6 +87,16 @@ class DatabaseRouteSource:
             row.bytes_to_client = record.bytes_to_client
             row.result = record.result
             row.reason = record.reason
+
+    def check_password(self, user_id: str, password: str) -> bool:
+        if not self.sessions.settings.gateway_password_auth:
+            return False
+        if not USER_ID_PATTERN.fullmatch(user_id):
+            return False
+        with self.sessions.db.transaction() as db:
+            user = db.get(User, user_id)
+            stored = user.password_hash if user is not None else None
+        return verify_password(password, stored)
 
     def touch(self, session_id: str) -> None:
         with self.sessions.db.transaction() as db:

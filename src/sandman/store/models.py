@@ -57,6 +57,7 @@ class User(Base):
     uid: Mapped[int] = mapped_column(Integer, unique=True)
     gid: Mapped[int] = mapped_column(Integer)
     ssh_public_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    password_hash: Mapped[str | None] = mapped_column(Text)  # scrypt; gateway passwords
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 

@@ -67,3 +67,54 @@ def test_a_standalone_gateway_follows_sessions_ended_by_the_api(
     finally:
         os.killpg(gateway.pid, signal.SIGTERM)
         gateway.wait(timeout=30)
+
+
+def test_password_login_when_enabled(make_harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    harness: Harness = make_harness(gateway_password_auth=True)
+    put = harness.client.put(
+        "/api/v1/users/pia/password", json={"password": "a long pass phrase"},
+        headers=harness.headers,
+    )  # fmt: skip
+    assert put.status_code == 200 and put.json()["password_set"] is True
+    assert "hash" not in put.text and "a long pass phrase" not in put.text
+    assert (
+        harness.client.put(
+            "/api/v1/users/pia/password", json={"password": "short"}, headers=harness.headers
+        ).status_code
+        == 400
+    )
+    session = harness.create("pia").json()
+
+    def login(password: str) -> subprocess.CompletedProcess[str]:
+        askpass = tmp_path / "askpass"
+        askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
+        askpass.chmod(0o700)
+        known = tmp_path / "known"
+        known.write_text(f"[127.0.0.1]:{session['ssh_port']} {session['ssh_host_public_key']}\n")
+        return subprocess.run(
+            ["ssh", "-p", str(session["ssh_port"]), "-o", f"UserKnownHostsFile={known}",
+             "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
+             "-o", "NumberOfPasswordPrompts=1", "pia@127.0.0.1", "id -un"],
+            env={**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"},
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    assert login("a long pass phrase").stdout.strip() == "pia"
+    wrong = login("not the pass phrase")
+    assert wrong.returncode == 255 and "Permission denied" in wrong.stderr
+
+
+def test_passwords_are_refused_when_disabled(harness: Harness, tmp_path: Path) -> None:
+    harness.client.put(
+        "/api/v1/users/rex/password", json={"password": "a long pass phrase"},
+        headers=harness.headers,
+    )  # fmt: skip
+    session = harness.create("rex").json()
+    known = tmp_path / "known"
+    known.write_text(f"[127.0.0.1]:{session['ssh_port']} {session['ssh_host_public_key']}\n")
+    result = subprocess.run(
+        ["ssh", "-p", str(session["ssh_port"]), "-o", f"UserKnownHostsFile={known}",
+         "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no", "rex@127.0.0.1", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 255 and "(publickey)" in result.stderr

@@ -75,6 +75,9 @@ class MemoryRouteSource:
         with self.lock:
             self.records.append(record)
 
+    def check_password(self, user_id: str, password: str) -> bool:
+        return False
+
     def touch(self, session_id: str) -> None:
         with self.lock:
             self.touches.append(session_id)

@@ -10,7 +10,6 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from sandman.errors import ConfigurationError
 from sandman.gateway.keys import load_or_create_key, parse_public_keys, public_key_line, same_key
 from sandman.gateway.routing import Route
 from sandman.gateway.server import GatewayServer
@@ -61,18 +60,6 @@ def test_gateway_keys_stable_across_instances(tmp_path: Path) -> None:
     assert a.host_public_key() == b.host_public_key()
     assert a.identity_public_key() != a.host_public_key()
     assert a.known_hosts_line().startswith("ssh.gw ssh-ed25519 ")
-
-
-def test_passwords_are_refused_at_construction(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError):
-        GatewayServer(
-            object(),  # type: ignore[arg-type]
-            listen_host="127.0.0.1",
-            listen_port=0,
-            host_key_path=tmp_path / "h",
-            identity_key_path=tmp_path / "i",
-            allow_passwords=True,
-        )
 
 
 def test_parse_public_keys_skips_garbage(caplog: pytest.LogCaptureFixture) -> None:

@@ -15,6 +15,7 @@ from sandman.core import Sandman
 from sandman.domain import validate_user_id
 from sandman.errors import InvalidRequest, NotFound
 from sandman.services.keys import normalize_public_keys
+from sandman.services.passwords import hash_password
 from sandman.store.models import Connection, User
 
 router = APIRouter(tags=["users"])
@@ -41,8 +42,18 @@ class ConnectionOut(BaseModel):
     reason: str | None
 
 
+class PasswordBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str
+
+
 def _keys_out(user: User) -> dict[str, Any]:
-    return {"user_id": user.user_id, "uid": user.uid, "ssh_public_keys": user.ssh_public_keys}
+    return {
+        "user_id": user.user_id,
+        "uid": user.uid,
+        "ssh_public_keys": user.ssh_public_keys,
+        "password_set": user.password_hash is not None,
+    }
 
 
 @router.put("/users/{user_id}/keys")
@@ -55,6 +66,30 @@ def put_keys(user_id: str, body: KeysBody, app: App) -> dict[str, Any]:
     with app.db.transaction() as db:
         user = app.sessions.ensure_user(db, user_id)
         user.ssh_public_keys = keys
+        return _keys_out(user)
+
+
+@router.put("/users/{user_id}/password")
+def put_password(user_id: str, body: PasswordBody, app: App) -> dict[str, Any]:
+    """Store a hash of the user's gateway password (used only with password auth on)."""
+    validate_user_id(user_id)
+    hashed = hash_password(body.password)
+    with app.db.transaction() as db:
+        user = app.sessions.ensure_user(db, user_id)
+        user.password_hash = hashed
+        out = _keys_out(user)
+    out["password_auth_enabled"] = app.settings.gateway_password_auth
+    return out
+
+
+@router.delete("/users/{user_id}/password")
+def delete_password(user_id: str, app: App) -> dict[str, Any]:
+    validate_user_id(user_id)
+    with app.db.transaction() as db:
+        user = db.get(User, user_id)
+        if user is None:
+            raise NotFound(f"no user {user_id!r}")
+        user.password_hash = None
         return _keys_out(user)
 
 
