@@ -30,6 +30,10 @@ sha256 of the stock source they replace and why. In short:
   re-copies the rest of the buffer for every packet it takes off the front,
   which is quadratic in the read size; feeding it in packet-sized slices keeps
   those copies small.
+* **A short path for channel data over AES-GCM** (``SSHChannel._flush_send_buf``
+  and, in ``data_received``, the receive side): data packets are built,
+  encrypted, decrypted and dispatched without the per-layer copies; see
+  :mod:`sandman.gateway.tuning.datapath`.
 """
 
 from __future__ import annotations
@@ -62,9 +66,11 @@ from asyncssh.constants import (
 from asyncssh.crypto.cipher import GCMCipher
 from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.misc import DisconnectError, ProtocolError
-from asyncssh.packet import Byte, SSHPacket, SSHPacketLogger, String, UInt32
+from asyncssh.packet import Byte, SSHPacket, SSHPacketHandler, SSHPacketLogger, String, UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sandman.gateway.tuning import datapath
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +246,14 @@ def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
     a 256 KiB read of 32 KiB packets copies about 2 MiB. Feeding it at most
     :data:`_RECV_SLICE` bytes at a time keeps the buffer near one packet. The
     body is otherwise stock ``_recv_data`` (keepalive reset, parse loop and
-    error handling), with the keepalive timer reset once per read.
+    error handling), with the keepalive timer reset once per read. Channel
+    data over AES-GCM is first taken by :func:`datapath.receive`.
     """
     self._reset_keepalive_timer()
-    view = memoryview(data)
     try:
+        if datapath.receiving_fast(self):
+            data = datapath.receive(self, data)
+        view = memoryview(data)
         for start in range(0, len(view), _RECV_SLICE):
             self._inpbuf += view[start : start + _RECV_SLICE]
             while self._inpbuf and self._recv_handler():
@@ -342,6 +351,12 @@ PATCHES: tuple[Patch, ...] = (
         "c09eb5b36d0f6a92a6df6430e70d479dbd6354f3403b98b65e9dc9ecccc37b52",
         _gcm_verify_and_decrypt,
     ),
+    Patch(
+        SSHChannel,
+        "_flush_send_buf",
+        "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",
+        datapath.flush_send_buf,
+    ),
     # Not replaced, but the replacements rely on how these behave:
     # _data_received inlines _recv_data and needs the parsers to consume
     # _inpbuf from the front; _send needs _force_close to abort the transport
@@ -374,6 +389,56 @@ PATCHES: tuple[Patch, ...] = (
         GCMCipher,
         "_update_iv",
         "bce250a8d9dc82b6aa456657118d8773477e693b34cdb7f5d34da34e76ccba6d",
+        None,
+    ),
+    # The data short path does what these do for data packets, and relies on
+    # the state they keep (IV, sequence numbers, windows, handler tables).
+    Patch(
+        GCMCipher,
+        "__init__",
+        "8dbe9e768f4ecf7a4bac1641c2e574c2914e72c8c06d47eeb81f1355bc44c6a3",
+        None,
+    ),
+    Patch(
+        GCMEncryption,
+        "encrypt_packet",
+        "6a59190103eaab06f3c5eed1854732ea902e2cb994ede0ec50ed221a9a018373",
+        None,
+    ),
+    Patch(
+        GCMEncryption,
+        "decrypt_packet",
+        "6feb840baa1102a45480a86f2bba0c24c1cb17d2baef0baefcb6b6bad7217ecb",
+        None,
+    ),
+    Patch(
+        SSHConnection,
+        "_finish_recv_packet",
+        "e12d96db58b3524e90032440bfd6f2705a53a3b74caaa121e14b7d164ad2e6de",
+        None,
+    ),
+    Patch(
+        SSHChannel,
+        "_process_data",
+        "342490795c4b893cbff8868df9c32b79230f0fd881b7fa435afd267e3ce22586",
+        None,
+    ),
+    Patch(
+        SSHChannel,
+        "_accept_data",
+        "33121e9e185c98506d75d35b326b5e849ac6e76a92af56299be96e5cb5017ede",
+        None,
+    ),
+    Patch(
+        SSHChannel,
+        "send_packet",
+        "00e81b763c8f3dd2f3012a14cb28f5824ab653940b03f548abad871db918c0ae",
+        None,
+    ),
+    Patch(
+        SSHPacketHandler,
+        "process_packet",
+        "490a59d971d0ce03dbdc81e9e9a582830041e9a69f3af76dd4323886e493f4ae",
         None,
     ),
 )

@@ -19,6 +19,7 @@ from asyncssh.packet import SSHPacketLogger, String, UInt32
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from sandman.gateway import asyncssh_tuning
+from sandman.gateway.tuning import datapath
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,7 @@ def test_stock_source_is_the_one_each_fix_was_written_for(patch: asyncssh_tuning
 
 def test_apply_and_revert() -> None:
     replaced = [p for p in asyncssh_tuning.PATCHES if p.replacement is not None]
-    assert len(replaced) == 7
+    assert len(replaced) == 8
     stock = {p.key: p.owner.__dict__[p.name] for p in replaced}
     assert asyncssh_tuning.apply()
     assert asyncssh_tuning.is_applied()
@@ -388,7 +389,7 @@ def test_real_connection_relays_mebibytes_byte_exact(cipher: str) -> None:
     asyncio.run(_relay_through_real_connection(cipher))
 
 
-async def _relay_through_real_connection(cipher: str) -> None:
+async def _relay_through_real_connection(cipher: str, size: int = 3 * 1024 * 1024 + 12345) -> None:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     server = await asyncssh.listen(
         "127.0.0.1",
@@ -400,7 +401,7 @@ async def _relay_through_real_connection(cipher: str) -> None:
         encryption_algs=[cipher],
     )
     port = server.sockets[0].getsockname()[1]
-    payload = os.urandom(3 * 1024 * 1024 + 12345)
+    payload = os.urandom(size)
     try:
         async with asyncssh.connect(
             "127.0.0.1",
@@ -431,3 +432,79 @@ async def _relay_through_real_connection(cipher: str) -> None:
     assert len(echoed) == len(payload)
     assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
     assert report.decode() == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}\n"
+
+
+# -- the data short path (AES-GCM) -------------------------------------------------
+
+
+def test_real_connection_takes_the_data_short_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = {"sent": 0, "received": 0}
+    send_fast, take = datapath._send_fast, datapath._take_data_packet
+
+    def counting_send(*args: Any) -> bool:
+        ok = send_fast(*args)
+        taken["sent"] += ok
+        return ok
+
+    def counting_take(*args: Any) -> bool:
+        ok = take(*args)
+        taken["received"] += ok
+        return ok
+
+    monkeypatch.setattr(datapath, "_send_fast", counting_send)
+    monkeypatch.setattr(datapath, "_take_data_packet", counting_take)
+    assert asyncssh_tuning.apply()
+    asyncio.run(_relay_through_real_connection("aes128-gcm@openssh.com"))
+    assert taken["sent"] > 100
+    assert taken["received"] > 100
+
+
+@pytest.mark.parametrize("read_size", [1, 4099, 40000])
+def test_short_path_with_packets_cut_across_reads(
+    monkeypatch: pytest.MonkeyPatch, read_size: int
+) -> None:
+    # Small socket reads cut packets (and their length fields) anywhere.
+    from asyncio import selector_events
+
+    transport = selector_events._SelectorSocketTransport
+    monkeypatch.setattr(transport, "max_size", read_size)
+    assert asyncssh_tuning.apply()
+    if read_size == 1:
+        monkeypatch.setattr(asyncssh_tuning, "_RECV_SLICE", 1)
+    asyncio.run(_relay_through_real_connection("aes128-gcm@openssh.com", size=200_001))
+
+
+def test_short_path_is_off_with_debug_logging() -> None:
+    class Conn:
+        _recv_encryption = get_encryption(b"aes128-gcm@openssh.com", b"k" * 16, b"i" * 12)
+        _recv_macsize = 16
+        _auth_complete = True
+        _decompressor = None
+        _transport = object()
+
+        def __init__(self) -> None:
+            self._recv_handler = self._recv_pkthdr
+
+        def _recv_pkthdr(self) -> bool:
+            return False
+
+    conn = Conn()
+    assert not datapath.receiving_fast(conn)  # not asyncssh's own header parser
+    Conn._recv_pkthdr = datapath._STOCK_RECV_PKTHDR  # type: ignore[method-assign]
+    conn = Conn()
+    assert datapath.receiving_fast(conn)
+    asyncssh.set_debug_level(2)
+    try:
+        assert not datapath.receiving_fast(conn)
+    finally:
+        asyncssh.set_debug_level(1)
+
+
+def test_next_iv_matches_stock_update() -> None:
+    cipher = GCMCipher("aes128-gcm", b"k" * 16, b"\1\2\3\4" + b"\xff" * 8)
+    expected = cipher._iv
+    for _ in range(3):
+        got = datapath.next_iv(expected)
+        cipher._update_iv()
+        expected = cipher._iv
+        assert got == expected

@@ -1,0 +1,261 @@
+"""A short path for channel data over AES-GCM, the bulk of relayed traffic.
+
+Stock asyncssh handles each ``MSG_CHANNEL_DATA`` packet through half a dozen
+layers (channel ``send_packet``, connection ``send_packet``, the encryption
+shim, the cipher) and copies its payload at each of them: about eight copies
+of every byte on the way out and as many on the way in. With AES-GCM, no
+compression and packet logging off, these functions build, encrypt, decrypt
+and dispatch data packets directly:
+
+* sending (:func:`flush_send_buf`): the plaintext packet is assembled in one
+  join and the ``AESGCM`` output (ciphertext followed by its tag, which is
+  exactly what follows the length on the wire) is queued as it is;
+* receiving (:func:`receive`): packets are decrypted straight out of the
+  socket read, and data packets go to the channel's ``_accept_data`` with the
+  same checks stock asyncssh makes. Every other packet (window adjusts,
+  requests, key exchange, errors of any kind) is handed, whole, to the stock
+  parser, which decrypts it again (the IV only moves on once a packet is
+  taken) and processes it as usual.
+
+Anything outside those conditions (other ciphers, compression, rekeying due,
+debug logging, a closed transport) takes the stock path unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from asyncssh.channel import SSHChannel
+from asyncssh.connection import SSHConnection
+from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
+from asyncssh.encryption import GCMEncryption
+from asyncssh.logging import SSHLogger
+from asyncssh.packet import SSHPacketHandler, String, UInt32
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_MASK32 = 0xFFFFFFFF
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+_GCM_TAG = 16
+_STOCK_RECV_PKTHDR = SSHConnection.__dict__["_recv_pkthdr"]
+_STOCK_PROCESS_DATA = SSHChannel.__dict__["_process_data"]
+_STOCK_PROCESS_PACKET = SSHPacketHandler.__dict__["process_packet"]
+_plain_data_channels: dict[type, bool] = {}
+
+
+def gcm_aead(cipher: Any) -> AESGCM:
+    """The ``AESGCM`` context of a ``GCMCipher``, built once per key."""
+    aead: AESGCM | None = cipher.__dict__.get("_tuned_aead")
+    if aead is None:
+        aead = cipher._tuned_aead = AESGCM(cipher._key)
+    return aead
+
+
+def next_iv(iv: bytes) -> bytes:
+    """``GCMCipher._update_iv``: the invocation counter (last 8 bytes) plus one."""
+    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _MASK64).to_bytes(8, "big")
+
+
+def _quiet() -> bool:
+    """Whether asyncssh's debug2 and packet logs are off (they are per packet)."""
+    return SSHLogger._debug_level < 2
+
+
+# -- sending --------------------------------------------------------------------
+
+
+def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool:
+    """Send one data packet as stock ``send_packet`` would; False: use stock."""
+    enc = conn._send_encryption
+    if (
+        type(enc) is not GCMEncryption
+        or conn._compressor
+        or not conn._kex_complete
+        or not conn._auth_complete
+        or conn._rekey_bytes_sent >= conn._rekey_bytes
+        or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
+        or not conn._transport
+        or not _quiet()
+    ):
+        return False
+    if datatype is None:
+        head = UInt32(chan_id) + UInt32(len(data))
+        pkttype = MSG_CHANNEL_DATA
+    else:
+        head = UInt32(chan_id) + UInt32(datatype) + UInt32(len(data))
+        pkttype = MSG_CHANNEL_EXTENDED_DATA
+    blocksize = conn._send_blocksize
+    padlen = -(conn._send_enchdrlen + 1 + len(head) + len(data)) % blocksize
+    if padlen < 4:
+        padlen += blocksize
+    plain = b"".join((bytes((padlen, pkttype)), head, data, os.urandom(padlen)))
+    pktlen = len(plain)
+    lenhdr = pktlen.to_bytes(4, "big")
+    cipher = enc._cipher
+    iv = cipher._iv
+    sealed = gcm_aead(cipher).encrypt(iv, plain, lenhdr)
+    cipher._iv = next_iv(iv)
+    send = conn._send
+    send(lenhdr)
+    send(sealed)
+    conn._send_seq = (conn._send_seq + 1) & _MASK32
+    conn._rekey_bytes_sent += pktlen
+    return True
+
+
+def flush_send_buf(self: Any) -> None:
+    """``SSHChannel._flush_send_buf`` sending data packets by :func:`_send_fast`."""
+    send_buf = self._send_buf
+    while send_buf and self._send_window:
+        pktsize = min(self._send_window, self._send_pktsize)
+        buf, datatype = send_buf[0]
+
+        if len(buf) > pktsize:
+            data = buf[:pktsize]
+            del buf[:pktsize]
+        else:
+            data = buf
+            del send_buf[0]
+
+        self._send_buf_len -= len(data)
+        self._send_window -= len(data)
+
+        chan_id = self._send_chan
+        conn = self._conn
+        if chan_id is not None and conn is not None and _send_fast(conn, chan_id, datatype, data):
+            continue
+        if datatype is None:
+            self.send_packet(MSG_CHANNEL_DATA, String(data))
+        else:
+            self.send_packet(MSG_CHANNEL_EXTENDED_DATA, UInt32(datatype), String(data))
+
+    self._pause_resume_writing()
+
+    if not self._send_buf:
+        if self._send_state == "eof_pending":
+            self.send_packet(MSG_CHANNEL_EOF)
+            self._send_state = "eof"
+        elif self._send_state == "close_pending":
+            self._close_send()
+
+
+# -- receiving ------------------------------------------------------------------
+
+
+def receiving_fast(conn: Any) -> bool:
+    """Whether the next packet, at a packet boundary, may take the short path."""
+    return (
+        type(conn._recv_encryption) is GCMEncryption
+        and conn._recv_macsize == _GCM_TAG
+        and conn._auth_complete
+        and not conn._decompressor
+        and conn._transport is not None
+        and getattr(conn._recv_handler, "__func__", None) is _STOCK_RECV_PKTHDR
+        and _quiet()
+    )
+
+
+def _plain_data_channel(chan: Any) -> bool:
+    """Whether the channel's class handles data packets with stock code."""
+    cls = type(chan)
+    known = _plain_data_channels.get(cls)
+    if known is None:
+        handlers = getattr(cls, "_packet_handlers", {})
+        known = _plain_data_channels[cls] = (
+            handlers.get(MSG_CHANNEL_DATA) is _STOCK_PROCESS_DATA
+            and getattr(cls, "process_packet", None) is _STOCK_PROCESS_PACKET
+        )
+    return known
+
+
+def _take_data_packet(conn: Any, packet: Any, pktlen: int) -> bool:
+    """Decrypt and deliver one ``MSG_CHANNEL_DATA`` packet as stock would.
+
+    ``packet`` is the whole packet (length, ciphertext, tag). Returns False,
+    having changed nothing, for anything that is not a well-formed data packet
+    for an open channel within its window: the stock parser then handles it.
+    """
+    cipher = conn._recv_encryption._cipher
+    iv = cipher._iv
+    try:
+        plain = gcm_aead(cipher).decrypt(iv, packet[4:], packet[:4])
+    except InvalidTag:
+        return False
+    padlen = plain[0]
+    if plain[1] != MSG_CHANNEL_DATA or padlen < 4 or pktlen < 10 + padlen:
+        return False
+    chan = conn._channels.get(int.from_bytes(plain[2:6], "big"))
+    datalen = int.from_bytes(plain[6:10], "big")
+    if (
+        chan is None
+        or datalen + 10 + padlen != pktlen
+        or chan._recv_state != "open"
+        or datalen > chan._recv_window
+        or not _plain_data_channel(chan)
+    ):
+        return False
+    cipher._iv = next_iv(iv)
+    seq = conn._recv_seq
+    chan._accept_data(plain[10 : 10 + datalen])
+    conn._auth_final = True
+    if conn._transport:
+        conn._recv_seq = (seq + 1) & _MASK32
+    return True
+
+
+def _stock_parse(conn: Any, packet: bytes) -> None:
+    """Hand one whole packet to the stock parser (at a packet boundary)."""
+    conn._inpbuf = packet
+    while conn._inpbuf and conn._recv_handler():
+        pass
+
+
+def receive(conn: Any, data: bytes) -> Any:
+    """Take what it can of a socket read by the short path; return the rest.
+
+    A packet cut by the end of the read is kept in ``_inpbuf`` (where the
+    stock parser would find it too) and completed by the next read. What is
+    returned is for the stock parser.
+    """
+    view = memoryview(data)
+    pos, n = 0, len(view)
+    inp = conn._inpbuf
+    if inp:
+        # finish the packet that the previous read ended in
+        if len(inp) < 4:
+            take = min(n, 4 - len(inp))
+            inp, pos = inp + view[:take], take
+            if len(inp) < 4:
+                conn._inpbuf = inp
+                return b""
+        pktlen = int.from_bytes(inp[:4], "big")
+        if pktlen > conn._max_recv_pktlen or pktlen < 12:
+            conn._inpbuf = inp
+            return view[pos:]
+        need = 4 + pktlen + _GCM_TAG - len(inp)
+        if need > n - pos:
+            conn._inpbuf = inp + view[pos:]
+            return b""
+        packet = inp + view[pos : pos + need]
+        pos += need
+        conn._inpbuf = b""
+        if not _take_data_packet(conn, packet, pktlen):
+            _stock_parse(conn, packet)
+    while pos < n and receiving_fast(conn):
+        if n - pos < 4:
+            conn._inpbuf = bytes(view[pos:])
+            return b""
+        pktlen = int.from_bytes(view[pos : pos + 4], "big")
+        if pktlen > conn._max_recv_pktlen or pktlen < 12:
+            break
+        end = pos + 4 + pktlen + _GCM_TAG
+        if end > n:
+            conn._inpbuf = bytes(view[pos:])
+            return b""
+        packet = view[pos:end]
+        pos = end
+        if not _take_data_packet(conn, packet, pktlen):
+            _stock_parse(conn, bytes(packet))
+    return view[pos:]
