@@ -4,6 +4,7 @@ GPU inventory and services together, and runs the background loops."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -75,10 +76,14 @@ class Sandman:
         self.deployment_id = deployment_id(self.db)
         self.admin_token = admin_token(settings, announce)
         self.runtime: ContainerRuntime = runtime or DockerRuntime()
+        topology_slug = hashlib.sha256(settings.gpu_topology.encode()).hexdigest()[:12]
         self.inventory: GpuInventory = inventory or make_inventory(
             settings.gpu_backend,
             topology=settings.gpu_topology,
-            state_path=settings.data_dir / "simulated-gpus.json",
+            # One state file and one set of UUIDs per topology: switching presets starts
+            # from the new topology instead of failing on the old one's instances.
+            state_path=settings.data_dir / f"simulated-gpus-{topology_slug}.json",
+            seed=f"sandman:{settings.gpu_topology}",
             default_mode=MigMode(settings.nvml_mig_strategy),
         )
         self.worker_id = f"{uuid.uuid4().hex[:16]}"
