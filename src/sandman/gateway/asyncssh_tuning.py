@@ -30,9 +30,10 @@ sha256 of the stock source they replace and why. In short:
   re-copies the rest of the buffer for every packet it takes off the front,
   which is quadratic in the read size; feeding it in packet-sized slices keeps
   those copies small.
-* **A short path for channel data over AES-GCM** (``SSHChannel._flush_send_buf``
-  and, in ``data_received``, the receive side): data packets are built,
-  encrypted, decrypted and dispatched without the per-layer copies; see
+* **A short path for channel data over AES-GCM** (``SSHChannel.write``,
+  ``SSHChannel._flush_send_buf`` and, in ``data_received``, the receive
+  side): data packets are queued, built, encrypted, decrypted and dispatched
+  without the per-layer copies; see
   :mod:`sandman.gateway.tuning.datapath`.
 """
 
@@ -356,6 +357,12 @@ PATCHES: tuple[Patch, ...] = (
         "_flush_send_buf",
         "3f11e9dc27c58b18847c12007b945cb36c7767def131c9b96b0c0a81a8b72dbc",
         datapath.flush_send_buf,
+    ),
+    Patch(
+        SSHChannel,
+        "write",
+        "1045e200084699330b3c75abe2e63e760dc8a12eb008c85ec5cefcafab372e38",
+        datapath.channel_write,
     ),
     # Not replaced, but the replacements rely on how these behave:
     # _data_received inlines _recv_data and needs the parsers to consume

@@ -50,7 +50,7 @@ def test_stock_source_is_the_one_each_fix_was_written_for(patch: asyncssh_tuning
 
 def test_apply_and_revert() -> None:
     replaced = [p for p in asyncssh_tuning.PATCHES if p.replacement is not None]
-    assert len(replaced) == 8
+    assert len(replaced) == 9
     stock = {p.key: p.owner.__dict__[p.name] for p in replaced}
     assert asyncssh_tuning.apply()
     assert asyncssh_tuning.is_applied()
@@ -508,3 +508,66 @@ def test_next_iv_matches_stock_update() -> None:
         cipher._update_iv()
         expected = cipher._iv
         assert got == expected
+
+
+def test_padding_is_fresh_and_of_the_asked_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datapath, "_PAD_POOL_SIZE", 64)
+    monkeypatch.setattr(datapath, "_pad_pool", b"")
+    draws = [datapath.padding(n) for n in (4, 19, 8, 40, 33, 4)]
+    assert [len(d) for d in draws] == [4, 19, 8, 40, 33, 4]
+    assert len({bytes(d) for d in draws}) == len(draws)
+
+
+class WriteChannel:
+    """Enough of an ``SSHChannel`` for ``write`` and ``_flush_send_buf``."""
+
+    _write_datatypes = frozenset({1})
+    _encoding = None
+    _send_state = "open"
+    _send_chan = None  # no connection: the flush takes the stock send_packet
+    _conn = None
+
+    def __init__(self, window: int, pktsize: int) -> None:
+        self._send_buf: list[tuple[Any, Any]] = []
+        self._send_buf_len = 0
+        self._send_window = window
+        self._send_pktsize = pktsize
+        self.sent: list[bytes] = []
+
+    def send_packet(self, pkttype: int, *args: bytes) -> None:
+        self.sent.append(b"".join(args))
+
+    def _pause_resume_writing(self) -> None:
+        pass
+
+    def _flush_send_buf(self) -> None:
+        datapath.flush_send_buf(self)
+
+
+def test_write_queues_without_copying_and_cuts_packets() -> None:
+    chan = WriteChannel(window=25, pktsize=10)
+    data = bytes(range(40))
+    datapath.channel_write(chan, data)
+    # 25 bytes of window: packets of 10, 10, 5; the rest waits, uncopied
+    assert [s[4:] for s in chan.sent] == [data[:10], data[10:20], data[20:25]]
+    assert chan._send_buf_len == 15
+    ((rest, _),) = chan._send_buf
+    assert isinstance(rest, memoryview) and rest.obj is data and rest == data[25:]
+    chan._send_window = 100
+    chan._flush_send_buf()
+    assert b"".join(s[4:] for s in chan.sent) == data
+
+
+def test_write_copies_mutable_data_and_checks_like_stock() -> None:
+    chan = WriteChannel(window=0, pktsize=10)
+    data = bytearray(b"abc")
+    datapath.channel_write(chan, data)
+    data[:] = b"xyz"
+    assert bytes(chan._send_buf[0][0]) == b"abc"
+    datapath.channel_write(chan, b"")
+    assert len(chan._send_buf) == 1
+    with pytest.raises(OSError, match="Invalid extended data type"):
+        datapath.channel_write(chan, b"x", 2)
+    chan._send_state = "eof"
+    with pytest.raises(BrokenPipeError):
+        datapath.channel_write(chan, b"x")

@@ -7,9 +7,15 @@ of every byte on the way out and as many on the way in. With AES-GCM, no
 compression and packet logging off, these functions build, encrypt, decrypt
 and dispatch data packets directly:
 
+* writing (:func:`channel_write`): stock ``SSHChannel.write`` copies every
+  chunk into a ``bytearray`` so that the flush can cut packets off its front;
+  here ``bytes`` are queued as they are (as a ``memoryview``) and the flush
+  takes slices of them;
 * sending (:func:`flush_send_buf`): the plaintext packet is assembled in one
-  join and the ``AESGCM`` output (ciphertext followed by its tag, which is
-  exactly what follows the length on the wire) is queued as it is;
+  join (padding drawn from a pooled random buffer rather than one
+  ``os.urandom`` call per packet) and the ``AESGCM`` output (ciphertext
+  followed by its tag, which is exactly what follows the length on the wire)
+  is queued as it is;
 * receiving (:func:`receive`): packets are decrypted straight out of the
   socket read, and data packets go to the channel's ``_accept_data`` with the
   same checks stock asyncssh makes. Every other packet (window adjusts,
@@ -27,7 +33,7 @@ import os
 import time
 from typing import Any
 
-from asyncssh.channel import SSHChannel
+from asyncssh.channel import SSHChannel, _data_type_names
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
 from asyncssh.encryption import GCMEncryption
@@ -54,8 +60,34 @@ def gcm_aead(cipher: Any) -> AESGCM:
 
 
 def next_iv(iv: bytes) -> bytes:
-    """``GCMCipher._update_iv``: the invocation counter (last 8 bytes) plus one."""
-    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & _MASK64).to_bytes(8, "big")
+    """``GCMCipher._update_iv``: the invocation counter (last 8 bytes) plus one.
+
+    Done on the whole 12-byte IV as one integer (the fixed first 4 bytes are
+    untouched unless the counter wraps, which is handled apart).
+    """
+    n = int.from_bytes(iv, "big")
+    n = n - _MASK64 if n & _MASK64 == _MASK64 else n + 1
+    return n.to_bytes(12, "big")
+
+
+_PAD_POOL_SIZE = 64 * 1024
+_pad_pool = b""
+_pad_pos = 0
+
+
+def padding(n: int) -> bytes:
+    """``n`` fresh random bytes, cut from a pooled ``os.urandom`` buffer.
+
+    Every byte is used once; the pool is refilled when it runs out. This saves
+    a system call per packet (the padding is encrypted; it needs no more than
+    stock's ``os.urandom``).
+    """
+    global _pad_pool, _pad_pos
+    pos = _pad_pos
+    if pos + n > len(_pad_pool):
+        _pad_pool, pos = os.urandom(_PAD_POOL_SIZE), 0
+    _pad_pos = pos + n
+    return _pad_pool[pos : pos + n]
 
 
 def _quiet() -> bool:
@@ -90,7 +122,7 @@ def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool
     padlen = -(conn._send_enchdrlen + 1 + len(head) + len(data)) % blocksize
     if padlen < 4:
         padlen += blocksize
-    plain = b"".join((bytes((padlen, pkttype)), head, data, os.urandom(padlen)))
+    plain = b"".join((bytes((padlen, pkttype)), head, data, padding(padlen)))
     pktlen = len(plain)
     lenhdr = pktlen.to_bytes(4, "big")
     cipher = enc._cipher
@@ -105,8 +137,40 @@ def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool
     return True
 
 
+def channel_write(self: Any, data: Any, datatype: int | None = None) -> None:
+    """``SSHChannel.write`` that queues the data without copying it.
+
+    Stock copies each chunk into a ``bytearray``; ``bytes`` are immutable, so
+    they are queued as a ``memoryview`` (anything else is copied once into
+    ``bytes``, since the caller may change it later). Checks, encoding and
+    logging are as stock.
+    """
+    if self._send_state != "open":
+        raise BrokenPipeError("Channel not open for sending")
+    if datatype is not None and datatype not in self._write_datatypes:
+        raise OSError("Invalid extended data type")
+    if not data:
+        return
+    if self._encoding:
+        data = self._encoder.encode(data)
+    buf = memoryview(data if type(data) is bytes else bytes(data))
+    datalen = len(buf)
+    if not _quiet():
+        typename = f" to {_data_type_names[datatype]}" if datatype else ""
+        self.logger.debug2(
+            "Sending %d data byte%s%s", datalen, "s" if datalen > 1 else "", typename
+        )
+    self._send_buf.append((buf, datatype))
+    self._send_buf_len += datalen
+    self._flush_send_buf()
+
+
 def flush_send_buf(self: Any) -> None:
-    """``SSHChannel._flush_send_buf`` sending data packets by :func:`_send_fast`."""
+    """``SSHChannel._flush_send_buf`` sending data packets by :func:`_send_fast`.
+
+    The queued chunks are ``memoryview`` slices (see :func:`channel_write`):
+    a packet is cut off the front by slicing, not by deleting from a buffer.
+    """
     send_buf = self._send_buf
     while send_buf and self._send_window:
         pktsize = min(self._send_window, self._send_pktsize)
@@ -114,7 +178,7 @@ def flush_send_buf(self: Any) -> None:
 
         if len(buf) > pktsize:
             data = buf[:pktsize]
-            del buf[:pktsize]
+            send_buf[0] = (buf[pktsize:], datatype)
         else:
             data = buf
             del send_buf[0]
