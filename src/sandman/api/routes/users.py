@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.orm import Session as Db
 
 from sandman.api.routes.deps import sandman
 from sandman.api.schemas import UtcTime
@@ -82,25 +83,25 @@ def put_password(user_id: str, body: PasswordBody, app: App) -> dict[str, Any]:
     return out
 
 
+def _existing_user(db: Db, user_id: str) -> User:
+    user = db.get(User, validate_user_id(user_id))
+    if user is None:
+        raise NotFound(f"no user {user_id!r}")
+    return user
+
+
 @router.delete("/users/{user_id}/password")
 def delete_password(user_id: str, app: App) -> dict[str, Any]:
-    validate_user_id(user_id)
     with app.db.transaction() as db:
-        user = db.get(User, user_id)
-        if user is None:
-            raise NotFound(f"no user {user_id!r}")
+        user = _existing_user(db, user_id)
         user.password_hash = None
         return _keys_out(user)
 
 
 @router.get("/users/{user_id}/keys")
 def get_keys(user_id: str, app: App) -> dict[str, Any]:
-    validate_user_id(user_id)
     with app.db.transaction() as db:
-        user = db.get(User, user_id)
-        if user is None:
-            raise NotFound(f"no user {user_id!r}")
-        return _keys_out(user)
+        return _keys_out(_existing_user(db, user_id))
 
 
 @router.get("/connections", response_model=list[ConnectionOut])
