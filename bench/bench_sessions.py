@@ -205,6 +205,10 @@ def main() -> None:
         client = docker.from_env(version="auto")
         for container in client.containers.list(all=True, filters={"label": "sandman.bench"}):
             container.remove(force=True)
+        for network in client.networks.list(names=["sandman-bench-net"]):
+            network.reload()
+            if not network.attrs.get("Containers"):
+                network.remove()
         shutil.rmtree(root, ignore_errors=True)
 
     ratio = statistics.median(sandman_times) / statistics.median(raw_times)
