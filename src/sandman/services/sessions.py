@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +34,7 @@ from sandman.errors import (
     SandmanError,
     SessionConflict,
 )
-from sandman.gpu.planner import claim_units, plan
+from sandman.gpu.planner import plan
 from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory
 from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerRuntime
 from sandman.services.container_spec import (
@@ -43,6 +43,7 @@ from sandman.services.container_spec import (
     session_environment,
 )
 from sandman.services.files import SessionFiles
+from sandman.services.gpu_claims import claim_rows, claims_from_rows, session_gpu_fields
 from sandman.services.keys import generate_key_pair, normalize_public_keys
 from sandman.services.ports import choose_port
 from sandman.services.readiness import wait_for_sshd
@@ -71,17 +72,6 @@ class CreatedSession:
 
 
 SessionHook = Callable[[str, str, str], None]  # (user_id, session_id, reason)
-
-
-def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
-    """One ``Claim`` per grant (a grant spans several unit rows)."""
-    grants: dict[tuple[str, str, int], Claim] = {}
-    for row in rows:
-        key = (row.gpu_uuid, row.session_id, row.start)
-        grants.setdefault(
-            key, Claim(row.gpu_uuid, row.start, row.size, row.profile, row.instance_uuid)
-        )
-    return list(grants.values())
 
 
 class SessionService:
@@ -244,12 +234,12 @@ class SessionService:
                         created_at=now,
                         expires_at=now + timedelta(minutes=ttl),
                         worker_id=self.worker_id,
-                        **self._gpu_fields(allocations, devices),
+                        **session_gpu_fields(allocations, devices),
                     )
                     db.add(row)
                     db.flush()
                     for allocation in allocations:
-                        db.add_all(self._claim_rows(session_id, allocation))
+                        db.add_all(claim_rows(session_id, allocation))
                     db.add(PortClaim(port=port, session_id=session_id))
                 return row, allocations, private_key
             except IntegrityError as exc:
@@ -505,36 +495,6 @@ class SessionService:
                 f"({existing.status}, expires {existing.expires_at.isoformat()}); "
                 "delete it or extend it instead"
             )
-
-    @staticmethod
-    def _gpu_fields(allocations: list[Allocation], devices: list[GpuDevice]) -> dict[str, object]:
-        if not allocations:
-            return {}
-        names = {d.uuid: d.name for d in devices}
-        first = allocations[0]
-        return {
-            "gpu_parent_uuid": ",".join(a.gpu_uuid for a in allocations),
-            "gpu_name": names.get(first.gpu_uuid),
-            "mig_profile": first.profile if first.kind != "whole_gpu" else None,
-            "mig_instance_uuid": first.instance_uuid,
-            "gpu_fallback": any(a.fallback for a in allocations),
-        }
-
-    @staticmethod
-    def _claim_rows(session_id: str, allocation: Allocation) -> list[GpuClaim]:
-        return [
-            GpuClaim(
-                gpu_uuid=allocation.gpu_uuid,
-                unit=unit,
-                session_id=session_id,
-                start=allocation.start,
-                size=allocation.size,
-                profile=allocation.profile if allocation.kind != "whole_gpu" else None,
-                instance_uuid=allocation.instance_uuid,
-                created_instance=False,
-            )
-            for unit in claim_units(allocation)
-        ]
 
 
 __all__ = ["CreatedSession", "SessionRequest", "SessionService"]

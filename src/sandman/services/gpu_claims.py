@@ -1,0 +1,54 @@
+"""GPU grants as database rows: what a session holds, and the session's GPU columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sandman.gpu.planner import claim_units
+from sandman.gpu.types import Allocation, Claim, GpuDevice
+from sandman.store.models import GpuClaim
+
+
+def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
+    """One ``Claim`` per grant (a grant spans several unit rows)."""
+    grants: dict[tuple[str, str, int], Claim] = {}
+    for row in rows:
+        key = (row.gpu_uuid, row.session_id, row.start)
+        grants.setdefault(
+            key, Claim(row.gpu_uuid, row.start, row.size, row.profile, row.instance_uuid)
+        )
+    return list(grants.values())
+
+
+def session_gpu_fields(
+    allocations: list[Allocation], devices: list[GpuDevice]
+) -> dict[str, object]:
+    """The session row's GPU columns (the first grant names the GPU)."""
+    if not allocations:
+        return {}
+    names = {d.uuid: d.name for d in devices}
+    first = allocations[0]
+    return {
+        "gpu_parent_uuid": ",".join(a.gpu_uuid for a in allocations),
+        "gpu_name": names.get(first.gpu_uuid),
+        "mig_profile": first.profile if first.kind != "whole_gpu" else None,
+        "mig_instance_uuid": first.instance_uuid,
+        "gpu_fallback": any(a.fallback for a in allocations),
+    }
+
+
+def claim_rows(session_id: str, allocation: Allocation) -> list[GpuClaim]:
+    """One row per unit of the grant; the table's key makes a unit holdable once."""
+    return [
+        GpuClaim(
+            gpu_uuid=allocation.gpu_uuid,
+            unit=unit,
+            session_id=session_id,
+            start=allocation.start,
+            size=allocation.size,
+            profile=allocation.profile if allocation.kind != "whole_gpu" else None,
+            instance_uuid=allocation.instance_uuid,
+            created_instance=False,
+        )
+        for unit in claim_units(allocation)
+    ]
