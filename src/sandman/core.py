@@ -100,12 +100,13 @@ class Sandman:
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port
         self.gateway_host_key: str | None = None
+        gateway_dir = settings.data_dir / "gateway"
+        identity_path = gateway_dir / "identity_ed25519"
+        host_key_path = gateway_dir / "host_ed25519"
         if settings.ssh_mode != "direct":
-            gateway_dir = settings.data_dir / "gateway"
-            identity_path = gateway_dir / "identity_ed25519"
             identity = load_or_create_key(identity_path, comment="sandman-gateway")
             self.sessions.gateway_key = public_key_line(identity)
-            host_key = load_or_create_key(gateway_dir / "host_ed25519", comment="sandman-gateway")
+            host_key = load_or_create_key(host_key_path, comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
             if with_gateway and settings.run_gateway:
                 host, port = settings.ssh_listen_address
@@ -113,7 +114,7 @@ class Sandman:
                     DatabaseRouteSource(self.sessions, settings.gateway_upstream),
                     listen_host=host,
                     listen_port=port,
-                    host_key_path=gateway_dir / "host_ed25519",
+                    host_key_path=host_key_path,
                     identity_key_path=identity_path,
                     public_host=settings.ssh_public_host,
                     allow_passwords=settings.gateway_password_auth,
@@ -125,11 +126,7 @@ class Sandman:
                     "sshpiper_config needs ssh_mode gateway or both: SSHPiper logs in to "
                     "containers with the gateway's identity key"
                 )
-            piper = SshPiperConfig(
-                settings.sshpiper_config,
-                self.sessions,
-                settings.data_dir / "gateway" / "identity_ed25519",
-            )
+            piper = SshPiperConfig(settings.sshpiper_config, self.sessions, identity_path)
             self.sshpiper = piper
             self.sessions.start_hooks.append(lambda _user, _session, _why: piper.sync())
             self.sessions.end_hooks.append(lambda _user, _session, _why: piper.sync())
@@ -160,7 +157,7 @@ class Sandman:
                 log.warning("could not close the connections of %s in time", user_id)
 
         self.sessions.stop_hooks.append(close_connections)
-        log.info("SSH gateway on %s:%d", *self.settings.ssh_listen_address[:1], gateway.bound_port)
+        log.info("SSH gateway on %s:%d", self.settings.ssh_listen_address[0], gateway.bound_port)
 
     async def stop_gateway(self) -> None:
         if self.gateway is not None:

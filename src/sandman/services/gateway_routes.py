@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from sandman.domain import USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
+from sandman.services.container_spec import SSHD_PORT
 from sandman.services.passwords import verify_password
 from sandman.services.sessions import SessionService
 from sandman.store.models import Connection, User
@@ -59,7 +60,7 @@ class DatabaseRouteSource:
         if row is None or row.host_public_key is None:
             return None
         if self.upstream == "network" and row.container_ip:
-            host, port = row.container_ip, 2222
+            host, port = row.container_ip, SSHD_PORT
         else:
             host, port = self.sessions.ssh_probe_address(), row.ssh_port or 0
         return Route(
