@@ -3,26 +3,28 @@
 Runs standalone (``.venv/bin/python bench/bench_gateway.py``): it starts its
 own upstream sshd on 127.0.0.1 and a gateway in this process, then runs the
 same OpenSSH client commands through the gateway and directly, both preferring
-``aes128-gcm@openssh.com``, and prints the ratios. The gateway's CPU time per
-test is this process's CPU time (the clients and sshd are child processes).
+``aes128-gcm@openssh.com``, and prints the ratios. Each transfer runs
+``--repeat`` times each way, direct and gateway interleaved, and the medians
+are reported. The gateway's CPU time per test is this process's CPU time (the
+clients, sshd and the port-forward peers are child processes).
 
 Options: ``--quick`` (smaller transfers), ``--stock`` (leave asyncssh untuned),
-``--profile FILE`` (py-spy profile of the gateway during the cat transfers: a
-flame graph, or collapsed stacks when FILE ends in ``.txt``).
+``--repeat N`` (default 3), ``--profile FILE`` (py-spy profile of the gateway
+during the cat transfers: a flame graph, or collapsed stacks when FILE ends in
+``.txt``).
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,114 +145,131 @@ def bench_latency(b: Bench, n: int) -> Result:
     )
 
 
-def bench_download(b: Bench, size: int) -> Result:
-    cmd = f"head -c {size} /dev/zero"
-    rates, cpu = {}, 0.0
-    for through in (False, True):
-        wall, c = timed(lambda t=through: check(q(b.ssh(t, cmd)) + " > /dev/null", shell=True))
-        rates[through] = size / MiB / wall
-        cpu = c if through else cpu
+def measure(name: str, size: int, run: Callable[[bool], None], repeat: int) -> Result:
+    """Run ``run(through)`` ``repeat`` times each way, interleaved; median rates."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: list[float] = []
+    for _ in range(repeat):
+        for through in (False, True):
+            wall, c = timed(functools.partial(run, through))
+            rates[through].append(size / MiB / wall)
+            if through:
+                cpus.append(c)
     return Result(
-        f"download {size // MiB} MiB via cat", "MiB/s", rates[False], rates[True], cpu, True
+        name,
+        "MiB/s",
+        statistics.median(rates[False]),
+        statistics.median(rates[True]),
+        statistics.median(cpus),
+        True,
     )
 
 
-def bench_upload(b: Bench, size: int) -> Result:
-    rates, cpu = {}, 0.0
-    for through in (False, True):
-        shell = f"head -c {size} /dev/zero | {q(b.ssh(through, 'cat > /dev/null'))}"
-        wall, c = timed(lambda s=shell: check(s, shell=True))
-        rates[through] = size / MiB / wall
-        cpu = c if through else cpu
-    return Result(
-        f"upload {size // MiB} MiB via cat", "MiB/s", rates[False], rates[True], cpu, True
-    )
+def bench_cat(b: Bench, size: int, repeat: int) -> list[Result]:
+    def download(through: bool) -> None:
+        check(q(b.ssh(through, f"head -c {size} /dev/zero")) + " > /dev/null", shell=True)
+
+    def upload(through: bool) -> None:
+        check(f"head -c {size} /dev/zero | {q(b.ssh(through, 'cat > /dev/null'))}", shell=True)
+
+    return [
+        measure(f"download {size // MiB} MiB via cat", size, download, repeat),
+        measure(f"upload {size // MiB} MiB via cat", size, upload, repeat),
+    ]
 
 
-def bench_scp_sftp(b: Bench, size: int) -> list[Result]:
-    src = b.root / "scp_src.bin"
+def bench_scp_sftp(b: Bench, size: int, repeat: int) -> list[Result]:
+    """scp (its default, SFTP-based protocol) and sftp, each way, file to file."""
+    src = b.root / "files_src.bin"
     with src.open("wb") as f:
         for _ in range(size // MiB):
-            f.write(b"\0" * MiB)
-    out = []
-    for tool in ("scp", "sftp"):
-        rates, cpu = {}, 0.0
-        for through in (False, True):
-            dst = b.root / f"{tool}_dst_{through}.bin"
+            f.write(os.urandom(MiB))
+    dst = b.root / "files_dst.bin"
+
+    def transfer(tool: str, upload: bool) -> Callable[[bool], None]:
+        def run(through: bool) -> None:
+            remote = f"{b.user(through)}@127.0.0.1"
             if tool == "scp":
-                cmd = b.scp(through, str(src), f"{b.user(through)}@127.0.0.1:{dst}")
-                wall, c = timed(lambda cmd=cmd: check(cmd))
+                pair = [str(src), f"{remote}:{dst}"] if upload else [f"{remote}:{src}", str(dst)]
+                check(b.scp(through, *pair))
             else:
                 batch = b.root / "batch"
-                batch.write_text(f"put {src} {dst}\n")
-                cmd = b.sftp(through, "-b", str(batch), f"{b.user(through)}@127.0.0.1")
-                wall, c = timed(lambda cmd=cmd: check(cmd))
+                batch.write_text(f"put {src} {dst}\n" if upload else f"get {src} {dst}\n")
+                check(b.sftp(through, "-b", str(batch), remote))
+            if dst.stat().st_size != size:
+                raise RuntimeError(f"{tool} copied {dst.stat().st_size} of {size} bytes")
             dst.unlink()
-            rates[through] = size / MiB / wall
-            cpu = c if through else cpu
-        out.append(
-            Result(
-                f"{tool} upload {size // MiB} MiB", "MiB/s", rates[False], rates[True], cpu, True
-            )
-        )
+
+        return run
+
+    out = [
+        measure(f"{tool} {way} {size // MiB} MiB", size, transfer(tool, way == "upload"), repeat)
+        for tool in ("scp", "sftp")
+        for way in ("upload", "download")
+    ]
     src.unlink()
     return out
 
 
-def _stream_server(port: int, size: int, stop: threading.Event) -> None:
-    with socket.socket() as srv:
-        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        srv.bind(("127.0.0.1", port))
-        srv.listen()
-        srv.settimeout(0.5)
-        chunk = b"\0" * (256 * 1024)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                left = size
-                try:
-                    while left > 0:
-                        conn.sendall(chunk[: min(left, len(chunk))])
-                        left -= len(chunk)
-                except OSError:
-                    continue  # a probe connection (wait_port) hung up
+# The port-forward peers run in their own processes, so that they compete with
+# the gateway (a thread of this process) for CPU only, as real ones would, and
+# not for this process's interpreter lock.
+_STREAM_SERVER = """
+import socket, sys
+port, size = int(sys.argv[1]), int(sys.argv[2])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen()
+chunk = bytes(256 * 1024)
+while True:
+    conn, _ = srv.accept()
+    with conn:
+        left = size
+        try:
+            while left > 0:
+                conn.sendall(chunk[: min(left, len(chunk))])
+                left -= len(chunk)
+        except OSError:
+            pass  # a probe connection (wait_port) hung up
+"""
+
+_STREAM_FETCH = """
+import socket, sys
+port, size = int(sys.argv[1]), int(sys.argv[2])
+got = 0
+with socket.create_connection(("127.0.0.1", port)) as s:
+    while data := s.recv(1 << 20):
+        got += len(data)
+if got != size:
+    sys.exit(f"forward got {got} of {size} bytes")
+"""
 
 
-def bench_forward(b: Bench, size: int) -> Result:
+def bench_forward(b: Bench, size: int, repeat: int) -> Result:
     port = free_port()
-    stop = threading.Event()
-    server = threading.Thread(target=_stream_server, args=(port, size, stop), daemon=True)
-    server.start()
-    rates, cpu = {}, 0.0
+    server = subprocess.Popen([sys.executable, "-c", _STREAM_SERVER, str(port), str(size)])
+    tunnels: dict[bool, tuple[subprocess.Popen[bytes], int]] = {}
     try:
+        wait_port(port)
         for through in (False, True):
             local = free_port()
             tunnel = subprocess.Popen(
                 b.ssh(through, "-N", "-L", f"{local}:127.0.0.1:{port}"), stderr=subprocess.DEVNULL
             )
-            try:
-                wait_port(local)
+            tunnels[through] = (tunnel, local)
+            wait_port(local)
 
-                def fetch(local: int = local) -> None:
-                    got = 0
-                    with socket.create_connection(("127.0.0.1", local)) as s:
-                        while data := s.recv(1 << 20):
-                            got += len(data)
-                    if got != size:
-                        raise RuntimeError(f"forward got {got} of {size} bytes")
+        def fetch(through: bool) -> None:
+            check([sys.executable, "-c", _STREAM_FETCH, str(tunnels[through][1]), str(size)])
 
-                wall, c = timed(fetch)
-            finally:
-                tunnel.terminate()
-                tunnel.wait(10)
-            rates[through] = size / MiB / wall
-            cpu = c if through else cpu
+        return measure(f"ssh -L stream {size // MiB} MiB", size, fetch, repeat)
     finally:
-        stop.set()
-    return Result(f"ssh -L stream {size // MiB} MiB", "MiB/s", rates[False], rates[True], cpu, True)
+        for tunnel, _ in tunnels.values():
+            tunnel.terminate()
+            tunnel.wait(10)
+        server.kill()
+        server.wait(10)
 
 
 def bench_concurrent(b: Bench, n: int) -> Result:
@@ -283,6 +302,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--stock", action="store_true", help="do not tune asyncssh")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each transfer each way (median reported)"
+    )
     parser.add_argument("--profile", type=Path, help="write a py-spy profile here (.svg or .txt)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -318,14 +340,13 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
                 time.sleep(1)
-            results.append(bench_download(b, bulk))
-            results.append(bench_upload(b, bulk))
+            results.extend(bench_cat(b, bulk, args.repeat))
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(60)
                 spy = None
-            results.extend(bench_scp_sftp(b, files))
-            results.append(bench_forward(b, bulk // 2))
+            results.extend(bench_scp_sftp(b, files, args.repeat))
+            results.append(bench_forward(b, bulk // 2, args.repeat))
             results.append(bench_concurrent(b, 100))
         finally:
             if spy is not None:

@@ -432,6 +432,12 @@ PATCHES: tuple[Patch, ...] = (
     ),
     Patch(
         SSHChannel,
+        "_process_window_adjust",
+        "7a2e4c4998e0b496a3006855fb24693092ee4950dce3bc0969ca42092913dff2",
+        None,
+    ),
+    Patch(
+        SSHChannel,
         "_accept_data",
         "33121e9e185c98506d75d35b326b5e849ac6e76a92af56299be96e5cb5017ede",
         None,

@@ -9,6 +9,11 @@ Flow control follows asyncio's protocol pattern: when an end's write buffer
 passes its high-water mark, asyncssh calls ``pause_writing`` and the *other*
 end stops reading, which stops SSH window adjustments and so pushes back on
 the sender. Memory per channel therefore stays near one SSH window.
+
+While both channels of a pair are open and nothing is held back, an end names
+its peer's channel in ``splice_target``: the tuned data path
+(:mod:`sandman.gateway.tuning.datapath`) then passes data packets straight
+from one connection to the other and reports them with ``spliced``.
 """
 
 from __future__ import annotations
@@ -87,14 +92,32 @@ class _End:
         self._pending_eof = False
         self._write_paused = False
         self._peer_gone = False
+        self.splice_target: SSHChannel[bytes] | None = None
+
+    def _count(self, n: int) -> None:
+        if self._faces_client:
+            self._stats.from_client += n
+        else:
+            self._stats.to_client += n
+
+    def spliced(self, n: int) -> None:
+        """``n`` bytes went straight to ``splice_target`` (see the module doc)."""
+        self._count(n)
+
+    def _update_splice(self) -> None:
+        peer = self.peer
+        self.splice_target = peer.chan if peer is not None and not self._pending else None
+
+    def _end_splice(self) -> None:
+        """This end's channel is gone: nothing may be spliced to or from it."""
+        self.splice_target = None
+        if self.peer is not None:
+            self.peer.splice_target = None
 
     # -- called by asyncssh on this end's channel -------------------------
 
     def _on_data(self, data: bytes, datatype: DataType) -> None:
-        if self._faces_client:
-            self._stats.from_client += len(data)
-        else:
-            self._stats.to_client += len(data)
+        self._count(len(data))
         peer = self.peer
         if peer is not None and peer.chan is not None and not self._pending:
             peer._write(data, datatype)
@@ -102,6 +125,7 @@ class _End:
             # The other side is not open yet: hold this (at most one packet
             # before asyncssh stops delivering) and let the window push back.
             self._pending.append((data, datatype))
+            self.splice_target = None
             if self.chan is not None:
                 self.chan.pause_reading()
 
@@ -144,6 +168,7 @@ class _End:
         pending, self._pending = self._pending, []
         for data, datatype in pending:
             peer._write(data, datatype)
+        self._update_splice()
         if self._pending_eof:
             self._pending_eof = False
             peer._write_eof()
@@ -187,6 +212,7 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
         self._ctx.channel_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_splice()
         self._ctx.channel_closed(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
@@ -335,6 +361,7 @@ class UpstreamSession(_End, asyncssh.SSHClientSession[bytes]):
         self.chan = chan
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_splice()
         self.chan = None
         self._downstream.upstream_finished(self._status, self._signal)
 
@@ -368,10 +395,12 @@ class TCPEnd(_End, asyncssh.SSHTCPSession[bytes]):
         self.chan = chan
         if self.peer is not None:
             self.peer.flush_to_peer()
+            self._update_splice()
         if self._close_when_open:
             chan.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_splice()
         self.chan = None
         peer = self.peer
         if isinstance(peer, TCPEnd):

@@ -439,7 +439,7 @@ async def _relay_through_real_connection(cipher: str, size: int = 3 * 1024 * 102
 
 def test_real_connection_takes_the_data_short_path(monkeypatch: pytest.MonkeyPatch) -> None:
     taken = {"sent": 0, "received": 0}
-    send_fast, take = datapath._send_fast, datapath._take_data_packet
+    send_fast, take = datapath._send_fast, datapath._take_packet
 
     def counting_send(*args: Any) -> bool:
         ok = send_fast(*args)
@@ -452,7 +452,7 @@ def test_real_connection_takes_the_data_short_path(monkeypatch: pytest.MonkeyPat
         return ok
 
     monkeypatch.setattr(datapath, "_send_fast", counting_send)
-    monkeypatch.setattr(datapath, "_take_data_packet", counting_take)
+    monkeypatch.setattr(datapath, "_take_packet", counting_take)
     assert asyncssh_tuning.apply()
     asyncio.run(_relay_through_real_connection("aes128-gcm@openssh.com"))
     assert taken["sent"] > 100

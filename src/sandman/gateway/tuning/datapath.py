@@ -35,7 +35,12 @@ from typing import Any
 
 from asyncssh.channel import SSHChannel, _data_type_names
 from asyncssh.connection import SSHConnection
-from asyncssh.constants import MSG_CHANNEL_DATA, MSG_CHANNEL_EOF, MSG_CHANNEL_EXTENDED_DATA
+from asyncssh.constants import (
+    MSG_CHANNEL_DATA,
+    MSG_CHANNEL_EOF,
+    MSG_CHANNEL_EXTENDED_DATA,
+    MSG_CHANNEL_WINDOW_ADJUST,
+)
 from asyncssh.encryption import GCMEncryption
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketHandler, String, UInt32
@@ -47,8 +52,10 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 _GCM_TAG = 16
 _STOCK_RECV_PKTHDR = SSHConnection.__dict__["_recv_pkthdr"]
 _STOCK_PROCESS_DATA = SSHChannel.__dict__["_process_data"]
+_STOCK_PROCESS_WINDOW_ADJUST = SSHChannel.__dict__["_process_window_adjust"]
 _STOCK_PROCESS_PACKET = SSHPacketHandler.__dict__["process_packet"]
 _plain_data_channels: dict[type, bool] = {}
+_WINDOW_STATES = frozenset({"open", "eof_pending", "eof"})
 
 
 def gcm_aead(cipher: Any) -> AESGCM:
@@ -98,11 +105,10 @@ def _quiet() -> bool:
 # -- sending --------------------------------------------------------------------
 
 
-def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool:
-    """Send one data packet as stock ``send_packet`` would; False: use stock."""
-    enc = conn._send_encryption
-    if (
-        type(enc) is not GCMEncryption
+def _sends_fast(conn: Any) -> bool:
+    """Whether a data packet may be sent on ``conn`` without stock ``send_packet``."""
+    return not (
+        type(conn._send_encryption) is not GCMEncryption
         or conn._compressor
         or not conn._kex_complete
         or not conn._auth_complete
@@ -110,7 +116,33 @@ def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool
         or (conn._rekey_seconds and time.monotonic() >= conn._rekey_time)
         or not conn._transport
         or not _quiet()
-    ):
+    )
+
+
+def _data_padding(conn: Any, datalen: int) -> int:
+    """The padding length stock ``send_packet`` gives a data packet of ``datalen`` bytes."""
+    blocksize = conn._send_blocksize
+    padlen: int = -(conn._send_enchdrlen + 9 + datalen) % blocksize
+    return padlen + blocksize if padlen < 4 else padlen
+
+
+def _seal(conn: Any, plain: Any, pktlen: int) -> None:
+    """Encrypt one whole plaintext packet and queue it, as ``send_packet`` would."""
+    lenhdr = pktlen.to_bytes(4, "big")
+    cipher = conn._send_encryption._cipher
+    iv = cipher._iv
+    sealed = gcm_aead(cipher).encrypt(iv, plain, lenhdr)
+    cipher._iv = next_iv(iv)
+    send = conn._send
+    send(lenhdr)
+    send(sealed)
+    conn._send_seq = (conn._send_seq + 1) & _MASK32
+    conn._rekey_bytes_sent += pktlen
+
+
+def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool:
+    """Send one data packet as stock ``send_packet`` would; False: use stock."""
+    if not _sends_fast(conn):
         return False
     if datatype is None:
         head = UInt32(chan_id) + UInt32(len(data))
@@ -123,17 +155,7 @@ def _send_fast(conn: Any, chan_id: int, datatype: int | None, data: Any) -> bool
     if padlen < 4:
         padlen += blocksize
     plain = b"".join((bytes((padlen, pkttype)), head, data, padding(padlen)))
-    pktlen = len(plain)
-    lenhdr = pktlen.to_bytes(4, "big")
-    cipher = enc._cipher
-    iv = cipher._iv
-    sealed = gcm_aead(cipher).encrypt(iv, plain, lenhdr)
-    cipher._iv = next_iv(iv)
-    send = conn._send
-    send(lenhdr)
-    send(sealed)
-    conn._send_seq = (conn._send_seq + 1) & _MASK32
-    conn._rekey_bytes_sent += pktlen
+    _seal(conn, plain, len(plain))
     return True
 
 
@@ -222,50 +244,127 @@ def receiving_fast(conn: Any) -> bool:
 
 
 def _plain_data_channel(chan: Any) -> bool:
-    """Whether the channel's class handles data packets with stock code."""
+    """Whether the channel's class handles data and window packets with stock code."""
     cls = type(chan)
     known = _plain_data_channels.get(cls)
     if known is None:
         handlers = getattr(cls, "_packet_handlers", {})
         known = _plain_data_channels[cls] = (
             handlers.get(MSG_CHANNEL_DATA) is _STOCK_PROCESS_DATA
+            and handlers.get(MSG_CHANNEL_WINDOW_ADJUST) is _STOCK_PROCESS_WINDOW_ADJUST
             and getattr(cls, "process_packet", None) is _STOCK_PROCESS_PACKET
         )
     return known
 
 
-def _take_data_packet(conn: Any, packet: Any, pktlen: int) -> bool:
-    """Decrypt and deliver one ``MSG_CHANNEL_DATA`` packet as stock would.
+def _scratch(conn: Any, size: int) -> memoryview:
+    """A writable buffer of ``size`` bytes owned by ``conn`` (reused per packet)."""
+    buf: bytearray | None = conn.__dict__.get("_tuned_scratch")
+    if buf is None or len(buf) < size:
+        buf = conn._tuned_scratch = bytearray(max(size, 40 * 1024))
+    return memoryview(buf)[:size]
 
-    ``packet`` is the whole packet (length, ciphertext, tag). Returns False,
-    having changed nothing, for anything that is not a well-formed data packet
-    for an open channel within its window: the stock parser then handles it.
+
+def _take_packet(conn: Any, packet: Any, pktlen: int) -> bool:
+    """Decrypt and process one data or window packet as stock would.
+
+    ``packet`` is the whole packet (length, ciphertext, tag). It is decrypted
+    into the connection's scratch buffer. Channel data is then either spliced
+    onto the channel it is relayed to (:func:`_splice`) or delivered as
+    ``bytes``; a window adjustment opens the channel's send window and
+    flushes what waited for it, as ``_process_window_adjust`` does. Returns
+    False, having changed nothing, for anything else, and for anything that
+    is not well formed, for an open channel, within its window: the stock
+    parser then handles it.
     """
     cipher = conn._recv_encryption._cipher
     iv = cipher._iv
+    plain = _scratch(conn, pktlen)
     try:
-        plain = gcm_aead(cipher).decrypt(iv, packet[4:], packet[:4])
+        gcm_aead(cipher).decrypt_into(iv, packet[4:], packet[:4], plain)
     except InvalidTag:
         return False
     padlen = plain[0]
-    if plain[1] != MSG_CHANNEL_DATA or padlen < 4 or pktlen < 10 + padlen:
+    pkttype = plain[1]
+    if padlen < 4 or pktlen < 10 + padlen:
         return False
     chan = conn._channels.get(int.from_bytes(plain[2:6], "big"))
-    datalen = int.from_bytes(plain[6:10], "big")
-    if (
-        chan is None
-        or datalen + 10 + padlen != pktlen
-        or chan._recv_state != "open"
-        or datalen > chan._recv_window
-        or not _plain_data_channel(chan)
-    ):
+    if chan is None or not _plain_data_channel(chan):
         return False
-    cipher._iv = next_iv(iv)
-    seq = conn._recv_seq
-    chan._accept_data(plain[10 : 10 + datalen])
+    value = int.from_bytes(plain[6:10], "big")
+    if pkttype == MSG_CHANNEL_DATA:
+        datalen = value
+        if (
+            datalen + 10 + padlen != pktlen
+            or chan._recv_state != "open"
+            or datalen > chan._recv_window
+        ):
+            return False
+        cipher._iv = next_iv(iv)
+        seq = conn._recv_seq
+        if not (datalen and _splice(chan, plain, pktlen, padlen, datalen)):
+            chan._accept_data(bytes(plain[10 : 10 + datalen]))
+    elif pkttype == MSG_CHANNEL_WINDOW_ADJUST:
+        if pktlen != 10 + padlen or chan._recv_state not in _WINDOW_STATES:
+            return False
+        cipher._iv = next_iv(iv)
+        seq = conn._recv_seq
+        chan._send_window += value
+        chan._flush_send_buf()
+    else:
+        return False
     conn._auth_final = True
     if conn._transport:
         conn._recv_seq = (seq + 1) & _MASK32
+    return True
+
+
+def _splice(chan: Any, plain: memoryview, pktlen: int, padlen: int, datalen: int) -> bool:
+    """Pass a received data packet straight on to the channel it is relayed to.
+
+    A relay's session names that channel in ``splice_target`` (and counts what
+    passes with ``spliced(n)``). When the target could take the data at once
+    (open, nothing queued before it, window and packet size enough, a
+    connection that may send by the short path) and this channel would deliver
+    it at once (not paused, nothing buffered), the packet keeps its layout:
+    only the channel number and the padding bytes are rewritten before it is
+    encrypted for the other connection. That is exactly the packet stock
+    ``write`` would build (same header, same padding length, which is
+    checked), without the copies and calls between. Windows move as
+    ``_accept_data``/``_deliver_data`` and ``_flush_send_buf`` move them.
+    Returns False, having changed nothing, when any condition fails.
+    """
+    session = chan._session
+    target = getattr(session, "splice_target", None)
+    if (
+        target is None
+        or target._send_state != "open"
+        or target._send_buf
+        or target._send_window < datalen
+        or target._send_pktsize < datalen
+        or chan._recv_paused
+        or chan._recv_buf
+        or chan._encoding
+        or chan._send_state in ("close_pending", "closed")
+    ):
+        return False
+    out = target._conn
+    chan_id = target._send_chan
+    if out is None or chan_id is None or not _sends_fast(out):
+        return False
+    if _data_padding(out, datalen) != padlen:
+        return False
+    window = chan._recv_window - datalen
+    init = chan._init_recv_window
+    if window < init / 2:
+        chan.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(init - window))
+        window = init
+    chan._recv_window = window
+    plain[2:6] = chan_id.to_bytes(4, "big")
+    plain[pktlen - padlen :] = padding(padlen)
+    target._send_window -= datalen
+    _seal(out, plain, pktlen)
+    session.spliced(datalen)
     return True
 
 
@@ -305,7 +404,7 @@ def receive(conn: Any, data: bytes) -> Any:
         packet = inp + view[pos : pos + need]
         pos += need
         conn._inpbuf = b""
-        if not _take_data_packet(conn, packet, pktlen):
+        if not _take_packet(conn, packet, pktlen):
             _stock_parse(conn, packet)
     while pos < n and receiving_fast(conn):
         if n - pos < 4:
@@ -320,6 +419,6 @@ def receive(conn: Any, data: bytes) -> Any:
             return b""
         packet = view[pos:end]
         pos = end
-        if not _take_data_packet(conn, packet, pktlen):
+        if not _take_packet(conn, packet, pktlen):
             _stock_parse(conn, bytes(packet))
     return view[pos:]
