@@ -165,17 +165,33 @@ def measure(name: str, size: int, run: Callable[[bool], None], repeat: int) -> R
     )
 
 
-def bench_cat(b: Bench, size: int, repeat: int) -> list[Result]:
+def bench_cat(b: Bench, size: int, repeat: int, *, upload: bool = True) -> list[Result]:
     def download(through: bool) -> None:
         check(q(b.ssh(through, f"head -c {size} /dev/zero")) + " > /dev/null", shell=True)
 
-    def upload(through: bool) -> None:
+    def upload_(through: bool) -> None:
         check(f"head -c {size} /dev/zero | {q(b.ssh(through, 'cat > /dev/null'))}", shell=True)
 
-    return [
-        measure(f"download {size // MiB} MiB via cat", size, download, repeat),
-        measure(f"upload {size // MiB} MiB via cat", size, upload, repeat),
-    ]
+    results = [measure(f"download {size // MiB} MiB via cat", size, download, repeat)]
+    if upload:
+        results.append(measure(f"upload {size // MiB} MiB via cat", size, upload_, repeat))
+    return results
+
+
+def bench_default_ciphers(b: Bench, size: int, repeat: int) -> Result:
+    """A download as users' clients make it: OpenSSH's own cipher preference.
+
+    Straight to sshd that is chacha20-poly1305; through the gateway, which
+    offers only AES-GCM by default, it is AES-GCM.
+    """
+    ciphers = b.via.cipher, b.direct.cipher
+    b.via.cipher = b.direct.cipher = None
+    try:
+        [download] = bench_cat(b, size, repeat, upload=False)
+    finally:
+        b.via.cipher, b.direct.cipher = ciphers
+    download.name = f"download {size // MiB} MiB, default ciphers"
+    return download
 
 
 def bench_scp_sftp(b: Bench, size: int, repeat: int) -> list[Result]:
@@ -345,6 +361,7 @@ def main() -> None:
                 spy.send_signal(2)
                 spy.wait(60)
                 spy = None
+            results.append(bench_default_ciphers(b, bulk, args.repeat))
             results.extend(bench_scp_sftp(b, files, args.repeat))
             results.append(bench_forward(b, bulk // 2, args.repeat))
             results.append(bench_concurrent(b, 100))

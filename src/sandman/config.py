@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 WORKSPACE_IMAGE = "sandman-workspace:latest"
 
+# What the gateway offers users' clients. A client takes the first cipher of
+# its own list that the server offers; OpenSSH lists chacha20-poly1305 and
+# then AES-CTR before AES-GCM, and the gateway relays those at about half the
+# speed of AES-GCM (which has a short path in the gateway and AES-NI behind
+# it). So only AES-GCM is offered by default: every OpenSSH since 6.2, PuTTY
+# since 0.76 and VS Code (through OpenSSH) speak it. A client with nothing in
+# common is told what is offered; list more ciphers to serve it.
+GATEWAY_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -138,6 +147,10 @@ class Settings(BaseSettings):
     gateway_password_auth: bool = Field(
         False, description="Also accept passwords at the gateway (checked against a hash)."
     )
+    gateway_ciphers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(GATEWAY_CIPHERS),
+        description="Ciphers the gateway offers clients (comma-separated).",
+    )
     gateway_upstream: Literal["published", "network"] = Field(
         "published",
         description="How the gateway reaches containers: their port on 127.0.0.1, or their "
@@ -151,7 +164,7 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("allowed_images", "cors_origins", mode="before")
+    @field_validator("allowed_images", "cors_origins", "gateway_ciphers", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -195,3 +208,13 @@ class Settings(BaseSettings):
             )
         if self.default_image not in self.allowed_images:
             raise ConfigurationError(f"default image {self.default_image} is not in allowed_images")
+        if not self.gateway_ciphers:
+            raise ConfigurationError("gateway_ciphers must name at least one cipher")
+        from asyncssh.encryption import get_encryption_algs
+
+        known = {alg.decode() for alg in get_encryption_algs()}
+        unknown = [c for c in self.gateway_ciphers if c not in known]
+        if unknown:
+            raise ConfigurationError(
+                f"gateway_ciphers: unknown {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )

@@ -118,6 +118,7 @@ class Sandman:
                     identity_key_path=identity_path,
                     public_host=settings.ssh_public_host,
                     allow_passwords=settings.gateway_password_auth,
+                    ciphers=settings.gateway_ciphers,
                 )
         self.sshpiper: SshPiperConfig | None = None
         if settings.sshpiper_config is not None:

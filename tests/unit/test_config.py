@@ -57,6 +57,19 @@ def test_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().allowed_images == ["sandman-workspace:latest", "cuda-workspace:12"]
 
 
+def test_gateway_ciphers_default_to_aes_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default = Settings().gateway_ciphers
+    assert default[0] == "aes128-gcm@openssh.com"
+    assert all(c.endswith("-gcm@openssh.com") for c in default)  # see GATEWAY_CIPHERS
+    Settings().check()
+    monkeypatch.setenv("SANDMAN_GATEWAY_CIPHERS", "chacha20-poly1305@openssh.com, aes256-ctr")
+    settings = Settings()
+    assert settings.gateway_ciphers == ["chacha20-poly1305@openssh.com", "aes256-ctr"]
+    settings.check()
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -64,6 +77,8 @@ def test_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         {"ssh_port_start": 20000, "ssh_port_end": 10000},
         {"default_ttl_minutes": 100, "max_ttl_minutes": 10},
         {"default_image": "other:latest"},
+        {"gateway_ciphers": []},
+        {"gateway_ciphers": ["aes128-gcm@openssh.com", "rot13"]},
     ],
 )
 def test_check_refuses_what_cannot_work(overrides: dict[str, object]) -> None:

@@ -237,6 +237,7 @@ def _flush_pending(conn: Any, transport: asyncio.Transport, pending: list[bytes]
 
 
 _RECV_SLICE = 32 * 1024
+_KEEPALIVE_RESET_S = 1.0
 
 
 def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
@@ -247,10 +248,19 @@ def _data_received(self: Any, data: bytes, datatype: Any = None) -> None:
     a 256 KiB read of 32 KiB packets copies about 2 MiB. Feeding it at most
     :data:`_RECV_SLICE` bytes at a time keeps the buffer near one packet. The
     body is otherwise stock ``_recv_data`` (keepalive reset, parse loop and
-    error handling), with the keepalive timer reset once per read. Channel
-    data over AES-GCM is first taken by :func:`datapath.receive`.
+    error handling). Channel data over AES-GCM is first taken by
+    :func:`datapath.receive`.
+
+    Stock re-arms the keepalive timer (a cancelled timer and a new one on the
+    event loop's heap) for every read; here at most once per
+    :data:`_KEEPALIVE_RESET_S`, so a keepalive is sent at most that much
+    sooner after the last data. The timer is armed when authentication
+    completes, as stock.
     """
-    self._reset_keepalive_timer()
+    now = self._loop.time()
+    if now - self.__dict__.get("_tuned_keepalive_reset", -_KEEPALIVE_RESET_S) >= _KEEPALIVE_RESET_S:
+        self._tuned_keepalive_reset = now
+        self._reset_keepalive_timer()
     try:
         if datapath.receiving_fast(self):
             data = datapath.receive(self, data)

@@ -100,9 +100,8 @@ class _End:
         else:
             self._stats.to_client += n
 
-    def spliced(self, n: int) -> None:
-        """``n`` bytes went straight to ``splice_target`` (see the module doc)."""
-        self._count(n)
+    # ``n`` bytes went straight to ``splice_target`` (see the module doc)
+    spliced = _count
 
     def _update_splice(self) -> None:
         peer = self.peer

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 import asyncssh
 
+from sandman.config import GATEWAY_CIPHERS
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.connection import GatewayConnection, GatewayContext
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.routing import RouteSource
-from sandman.gateway.upstream import PREFERRED_CIPHERS, UpstreamPolicy
+from sandman.gateway.upstream import UpstreamPolicy
 
 log = logging.getLogger("sandman.gateway")
 
@@ -47,7 +48,9 @@ class GatewayServer:
         touch_interval_s: float = TOUCH_INTERVAL_S,
         sweep_interval_s: float = 3.0,
         tune_asyncssh: bool = True,
+        ciphers: Sequence[str] = GATEWAY_CIPHERS,
     ) -> None:
+        self._ciphers = list(ciphers)
         self._allow_passwords = allow_passwords
         self._route_source = route_source
         self._listen_host = listen_host
@@ -113,7 +116,7 @@ class GatewayServer:
             self._listen_port,
             server_factory=lambda: GatewayConnection(ctx),
             server_host_keys=[host_key],
-            encryption_algs=list(PREFERRED_CIPHERS),
+            encryption_algs=self._ciphers,
             public_key_auth=True,
             password_auth=self._allow_passwords,
             kbdint_auth=False,

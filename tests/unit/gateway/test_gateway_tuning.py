@@ -339,6 +339,43 @@ async def _send_drops_data_for_a_lost_transport() -> None:
     assert transport.writes == []
 
 
+class ClockLoop:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def time(self) -> float:
+        return self.now
+
+
+class ReadingConn:
+    """What ``_data_received`` touches when no short path applies."""
+
+    _recv_encryption = None
+
+    def __init__(self) -> None:
+        self._loop = ClockLoop()
+        self._inpbuf = b""
+        self.parsed: list[bytes] = []
+        self.keepalive_resets: list[float] = []
+
+    def _recv_handler(self) -> bool:
+        self.parsed.append(bytes(self._inpbuf))
+        self._inpbuf = b""
+        return False
+
+    def _reset_keepalive_timer(self) -> None:
+        self.keepalive_resets.append(self._loop.now)
+
+
+def test_keepalive_timer_is_rearmed_at_most_once_a_second() -> None:
+    conn = ReadingConn()
+    for now in (100.0, 100.4, 100.9, 101.0, 101.5, 130.0):
+        conn._loop.now = now
+        asyncssh_tuning._data_received(conn, b"x")
+    assert conn.keepalive_resets == [100.0, 101.0, 130.0]
+    assert conn.parsed == [b"x"] * 6  # every read is still parsed
+
+
 # -- AES-GCM ----------------------------------------------------------------------
 
 

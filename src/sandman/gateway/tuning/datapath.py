@@ -119,23 +119,23 @@ def _sends_fast(conn: Any) -> bool:
     )
 
 
-def _data_padding(conn: Any, datalen: int) -> int:
-    """The padding length stock ``send_packet`` gives a data packet of ``datalen`` bytes."""
-    blocksize = conn._send_blocksize
-    padlen: int = -(conn._send_enchdrlen + 9 + datalen) % blocksize
-    return padlen + blocksize if padlen < 4 else padlen
-
-
 def _seal(conn: Any, plain: Any, pktlen: int) -> None:
     """Encrypt one whole plaintext packet and queue it, as ``send_packet`` would."""
     lenhdr = pktlen.to_bytes(4, "big")
     cipher = conn._send_encryption._cipher
     iv = cipher._iv
-    sealed = gcm_aead(cipher).encrypt(iv, plain, lenhdr)
-    cipher._iv = next_iv(iv)
-    send = conn._send
-    send(lenhdr)
-    send(sealed)
+    aead = cipher.__dict__.get("_tuned_aead") or gcm_aead(cipher)
+    sealed = aead.encrypt(iv, plain, lenhdr)
+    n = int.from_bytes(iv, "big")
+    cipher._iv = (n - _MASK64 if n & _MASK64 == _MASK64 else n + 1).to_bytes(12, "big")
+    pending = conn.__dict__.get("_tuned_pending")
+    if pending is not None:  # a write is already due this loop iteration
+        pending.append(lenhdr)
+        pending.append(sealed)
+    else:
+        send = conn._send
+        send(lenhdr)
+        send(sealed)
     conn._send_seq = (conn._send_seq + 1) & _MASK32
     conn._rekey_bytes_sent += pktlen
 
@@ -280,8 +280,9 @@ def _take_packet(conn: Any, packet: Any, pktlen: int) -> bool:
     cipher = conn._recv_encryption._cipher
     iv = cipher._iv
     plain = _scratch(conn, pktlen)
+    aead = cipher.__dict__.get("_tuned_aead") or gcm_aead(cipher)
     try:
-        gcm_aead(cipher).decrypt_into(iv, packet[4:], packet[:4], plain)
+        aead.decrypt_into(iv, packet[4:], packet[:4], plain)
     except InvalidTag:
         return False
     padlen = plain[0]
@@ -352,7 +353,10 @@ def _splice(chan: Any, plain: memoryview, pktlen: int, padlen: int, datalen: int
     chan_id = target._send_chan
     if out is None or chan_id is None or not _sends_fast(out):
         return False
-    if _data_padding(out, datalen) != padlen:
+    # the padding stock send_packet would give this data packet (inlined)
+    blocksize = out._send_blocksize
+    outpad = -(out._send_enchdrlen + 9 + datalen) % blocksize
+    if (outpad + blocksize if outpad < 4 else outpad) != padlen:
         return False
     window = chan._recv_window - datalen
     init = chan._init_recv_window
