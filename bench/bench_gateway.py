@@ -21,6 +21,7 @@ import concurrent.futures
 import functools
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,11 @@ class Bench:
             self.gateway.stop()
         finally:
             self.sshd.stop()
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(fn: Callable[[], None]) -> tuple[float, float]:
@@ -336,6 +342,7 @@ def main() -> None:
                 f"asyncssh tuned: {asyncssh_tuning.is_applied()}; cipher {CIPHER}; "
                 f"{os.cpu_count()} cpus"
             )
+            rss_before = peak_rss_mib()
             results = [bench_latency(b, 20)]
             if args.profile:
                 spy = subprocess.Popen(
@@ -365,6 +372,7 @@ def main() -> None:
             results.extend(bench_scp_sftp(b, files, args.repeat))
             results.append(bench_forward(b, bulk // 2, args.repeat))
             results.append(bench_concurrent(b, 100))
+            rss_after = peak_rss_mib()
         finally:
             if spy is not None:
                 spy.kill()
@@ -376,6 +384,10 @@ def main() -> None:
             f"{r.name:38} {r.direct:10.1f} {r.gateway:10.1f} {r.ratio():7.2f} "
             f"{r.gateway_cpu_s:9.2f}  ({r.unit})"
         )
+    print(
+        f"\npeak RSS of this process (the gateway and its relays): {rss_before:.0f} MiB "
+        f"before the transfers, {rss_after:.0f} MiB after"
+    )
     lat = results[0]
     print(f"\nadded latency: {lat.gateway - lat.direct:.1f} ms (goal <= 50 ms)")
     tput = [r.ratio() for r in results if r.higher_is_better]

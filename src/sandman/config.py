@@ -151,6 +151,12 @@ class Settings(BaseSettings):
         default_factory=lambda: list(GATEWAY_CIPHERS),
         description="Ciphers the gateway offers clients (comma-separated).",
     )
+    gateway_max_startups_per_address: int = Field(
+        128, ge=1, description="Unauthenticated gateway connections allowed from one address."
+    )
+    gateway_max_startups: int = Field(
+        512, ge=1, description="Unauthenticated gateway connections allowed in all."
+    )
     gateway_upstream: Literal["published", "network"] = Field(
         "published",
         description="How the gateway reaches containers: their port on 127.0.0.1, or their "

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sandman.config import Settings
 from sandman.errors import ConfigurationError, SandmanError
 from sandman.gateway.keys import load_or_create_key, public_key_line
+from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.server import GatewayServer
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
@@ -119,6 +120,10 @@ class Sandman:
                     public_host=settings.ssh_public_host,
                     allow_passwords=settings.gateway_password_auth,
                     ciphers=settings.gateway_ciphers,
+                    startups=StartupLimiter(
+                        per_address=settings.gateway_max_startups_per_address,
+                        total=settings.gateway_max_startups,
+                    ),
                 )
         self.sshpiper: SshPiperConfig | None = None
         if settings.sshpiper_config is not None:

@@ -10,12 +10,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncssh
 
 from sandman.gateway.keys import parse_public_keys, same_key
+from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.logcontext import ConnectionLog
 from sandman.gateway.relay import (
     DownstreamSession,
@@ -40,6 +41,7 @@ class GatewayContext:
     unregister: Callable[[GatewayConnection], None]
     spawn: Callable[[Awaitable[None]], None]
     allow_passwords: bool = False
+    startups: StartupLimiter = field(default_factory=StartupLimiter)
 
 
 def no_session_message(user_id: str) -> str:
@@ -74,6 +76,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._authenticated = False
         self._conn: asyncssh.SSHServerConnection | None = None
         self._client_address = "unknown"
+        self._client_host = "unknown"
+        self._counted_as_startup = False
         self._started_at = datetime.now(UTC)
         self._keys: list[asyncssh.SSHKey] | None = None
         self._upstream_task: asyncio.Task[asyncssh.SSHClientConnection] | None = None
@@ -89,11 +93,28 @@ class GatewayConnection(asyncssh.SSHServer):
         self._conn = conn
         peer = conn.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
+            self._client_host = str(peer[0])
             self._client_address = f"{peer[0]}:{peer[1]}"
         self.log.debug("connection from %s", self._client_address)
+        refusal = self._ctx.startups.admit(self._client_host)
+        if refusal is not None:
+            # Dropped before any key exchange work, as OpenSSH's MaxStartups
+            # does: the client reads "connection closed by remote host" (an
+            # SSH disconnect message cannot reach it this early) and the
+            # reason is in the gateway's log.
+            self.log.warning("refused: %s", refusal)
+            asyncio.get_running_loop().call_soon(conn.abort)
+            return
+        self._counted_as_startup = True
+
+    def _end_startup(self) -> None:
+        if self._counted_as_startup:
+            self._counted_as_startup = False
+            self._ctx.startups.release(self._client_host)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._end_startup()
         if self._upstream_task is not None:
             task = self._upstream_task
             if task.done():
@@ -142,6 +163,7 @@ class GatewayConnection(asyncssh.SSHServer):
     async def auth_completed(self) -> None:
         assert self.user_id is not None
         self._authenticated = True
+        self._end_startup()
         try:
             self.route = await asyncio.to_thread(self._ctx.route_source.route, self.user_id)
         except Exception:

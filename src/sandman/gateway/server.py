@@ -19,6 +19,7 @@ from sandman.config import GATEWAY_CIPHERS
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.connection import GatewayConnection, GatewayContext
 from sandman.gateway.keys import load_or_create_key, public_key_line
+from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.routing import RouteSource
 from sandman.gateway.upstream import UpstreamPolicy
 
@@ -49,7 +50,9 @@ class GatewayServer:
         sweep_interval_s: float = 3.0,
         tune_asyncssh: bool = True,
         ciphers: Sequence[str] = GATEWAY_CIPHERS,
+        startups: StartupLimiter | None = None,
     ) -> None:
+        self.startups = startups or StartupLimiter()
         self._ciphers = list(ciphers)
         self._allow_passwords = allow_passwords
         self._route_source = route_source
@@ -110,6 +113,7 @@ class GatewayServer:
             unregister=self._unregister,
             spawn=self._spawn,
             allow_passwords=self._allow_passwords,
+            startups=self.startups,
         )
         self._acceptor = await asyncssh.listen(
             self._listen_host,

@@ -303,6 +303,38 @@ def test_close_user_cuts_open_connection(env: Env) -> None:
             proc.wait()
 
 
+def test_unauthenticated_connections_are_capped_per_address(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    limiter = env.gateway.server.startups
+    saved = limiter.per_address
+    limiter.per_address = 2
+    idle = [socket.create_connection(("127.0.0.1", env.gateway.port)) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 10
+        while limiter.pending("127.0.0.1") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert limiter.pending("127.0.0.1") == 2
+        with caplog.at_level("WARNING", logger="sandman.gateway"):
+            refused = run(env.ssh("alice", "true"))
+        assert refused.returncode == 255
+        assert b"closed by remote host" in refused.stderr or b"reset" in refused.stderr
+        assert "too many unauthenticated connections from 127.0.0.1" in caplog.text
+    finally:
+        for s in idle:
+            s.close()
+        limiter.per_address = saved
+    deadline = time.monotonic() + 10
+    while limiter.pending() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert limiter.pending() == 0
+    ok = run(env.ssh("alice", "true"))
+    assert ok.returncode == 0, ok.stderr
+    assert limiter.pending() == 0  # authenticated connections do not count
+
+
 def test_connection_records_and_touch(env: Env) -> None:
     before = len(env.source.touches)
     payload = os.urandom(300_000)
