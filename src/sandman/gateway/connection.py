@@ -98,12 +98,12 @@ class GatewayConnection(asyncssh.SSHServer):
         self.log.debug("connection from %s", self._client_address)
         refusal = self._ctx.startups.admit(self._client_host)
         if refusal is not None:
-            # Dropped before any key exchange work, as OpenSSH's MaxStartups
+            # Dropped before even the version line, as OpenSSH's MaxStartups
             # does: the client reads "connection closed by remote host" (an
             # SSH disconnect message cannot reach it this early) and the
             # reason is in the gateway's log.
             self.log.warning("refused: %s", refusal)
-            asyncio.get_running_loop().call_soon(conn.abort)
+            conn.abort()
             return
         self._counted_as_startup = True
 
