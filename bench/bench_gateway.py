@@ -9,7 +9,7 @@ are reported. The gateway's CPU time per test is this process's CPU time (the
 clients, sshd and the port-forward peers are child processes).
 
 Options: ``--quick`` (smaller transfers), ``--stock`` (leave asyncssh untuned),
-``--repeat N`` (default 3), ``--profile FILE`` (py-spy profile of the gateway
+``--repeat N`` (default 5), ``--profile FILE`` (py-spy profile of the gateway
 during the cat transfers: a flame graph, or collapsed stacks when FILE ends in
 ``.txt``).
 """
@@ -325,7 +325,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--stock", action="store_true", help="do not tune asyncssh")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of each transfer each way (median reported)"
+        "--repeat", type=int, default=5, help="runs of each transfer each way (median reported)"
     )
     parser.add_argument("--profile", type=Path, help="write a py-spy profile here (.svg or .txt)")
     args = parser.parse_args()
