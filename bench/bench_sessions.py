@@ -9,12 +9,10 @@ It starts its own ``sandman serve`` (simulated h100-80gb-x8, dynamic MIG) on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,20 +24,16 @@ from typing import Any
 import docker
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from support import TOKEN, Server, free_port
+
 from sandman.image.accounts import passwd_and_group
 from sandman.image.build import WORKSPACE_IMAGE
 from sandman.services.keys import generate_key_pair
 from sandman.services.readiness import wait_for_sshd
 
-TOKEN = "bench-token"
 LABEL = {"sandman.bench": "true"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,44 +97,37 @@ class RawDocker:
 
 
 class SandmanServer:
+    """A real ``sandman serve`` (the integration tests' ``Server``) and an API client."""
+
     def __init__(self, root: Path) -> None:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = {
-            **os.environ,
-            "SANDMAN_DATA_DIR": str(root / "sandman"),
-            "SANDMAN_ADMIN_TOKEN": TOKEN,
-            "SANDMAN_PORT": str(port),
-            "SANDMAN_GPU_TOPOLOGY": "h100-80gb-x8",
-            "SANDMAN_CONTAINER_PREFIX": f"smb-{uuid.uuid4().hex[:6]}",
-            "SANDMAN_NETWORK_NAME": "sandman-bench-net",
-            "SANDMAN_STOP_GRACE_PERIOD": "0",
-            "SANDMAN_LOG_LEVEL": "WARNING",
-            "SANDMAN_CPUS": "1",
-            "SANDMAN_MEMORY": "512m",
-            "SANDMAN_SSH_MODE": "both",
-            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandman.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        data_dir = root / "sandman"
+        data_dir.mkdir()
+        self.server = Server(
+            data_dir,
+            {
+                **os.environ,
+                "SANDMAN_DATA_DIR": str(data_dir),
+                "SANDMAN_ADMIN_TOKEN": TOKEN,
+                "SANDMAN_PORT": str(port),
+                "SANDMAN_GPU_TOPOLOGY": "h100-80gb-x8",
+                "SANDMAN_CONTAINER_PREFIX": f"smb-{uuid.uuid4().hex[:6]}",
+                "SANDMAN_NETWORK_NAME": "sandman-bench-net",
+                "SANDMAN_STOP_GRACE_PERIOD": "0",
+                "SANDMAN_LOG_LEVEL": "WARNING",
+                "SANDMAN_CPUS": "1",
+                "SANDMAN_MEMORY": "512m",
+                "SANDMAN_SSH_MODE": "both",
+                "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
+            },
+            f"http://127.0.0.1:{port}",
         )
+        self.server.start()
         self.http = httpx.Client(
-            base_url=f"{self.url}/api/v1",
+            base_url=f"{self.server.url}/api/v1",
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=120,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("sandman serve did not start")
 
     def create(self, user: str) -> tuple[float, str]:
         began = time.perf_counter()
@@ -156,9 +143,10 @@ class SandmanServer:
         self.http.delete(f"/sessions/{session_id}").raise_for_status()
 
     def close(self) -> None:
-        self.http.delete("/sessions")
-        os.killpg(self.process.pid, signal.SIGTERM)
-        self.process.wait(timeout=30)
+        # what this leaves, the caller removes by the deployment's label
+        with contextlib.suppress(httpx.HTTPError):
+            self.http.delete("/sessions")
+        self.server.stop()
 
 
 def summarize(name: str, values: list[float]) -> str:
@@ -175,10 +163,11 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sandman-bench-"))
     raw = RawDocker(root)
-    server = SandmanServer(root)
+    server: SandmanServer | None = None
     raw_times: list[float] = []
     sandman_times: list[float] = []
     try:
+        server = SandmanServer(root)
         for i in range(args.rounds):  # interleaved so both see the same machine state
             elapsed, container_id = raw.start()
             raw_times.append(elapsed)
@@ -201,10 +190,14 @@ def main() -> None:
         for _, session_id in created:
             server.delete(session_id)
     finally:
-        server.close()
+        labels = ["sandman.bench=true"]
+        if server is not None:
+            labels.append(f"sandman.deployment={server.server.deployment()}")
+            server.close()
         client = docker.from_env(version="auto")
-        for container in client.containers.list(all=True, filters={"label": "sandman.bench"}):
-            container.remove(force=True)
+        for label in labels:  # the baseline's containers, then any Sandman left behind
+            for container in client.containers.list(all=True, filters={"label": label}):
+                container.remove(force=True)
         for network in client.networks.list(names=["sandman-bench-net"]):
             network.reload()
             if not network.attrs.get("Containers"):

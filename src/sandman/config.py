@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     )
     reconcile_interval: Duration = Field(30.0, gt=0, description="How often the reconciler runs.")
     start_timeout: Duration = Field(
-        60.0, description="How long a container may take to answer SSH."
+        60.0, gt=0, description="How long a container may take to answer SSH."
     )
     stop_grace_period: Duration = Field(5.0, description="SIGTERM-to-SIGKILL grace on stop.")
     default_ttl_minutes: int = Field(60, ge=1)

@@ -92,4 +92,6 @@ def test_invalid_values_are_refused() -> None:
     with pytest.raises(ValidationError):
         Settings(ttl_check_interval="0s")
     with pytest.raises(ValidationError):
+        Settings(start_timeout="0s")
+    with pytest.raises(ValidationError):
         Settings(container_prefix="Bad Prefix")

@@ -134,7 +134,7 @@ def place_instances(model: GpuModel, items: list[str], where: str) -> tuple[Inst
             try:
                 pinned.append(InstanceSpec(name, int(at)))
             except ValueError:
-                raise ConfigurationError(f"{where}: bad placement {item!r}") from None
+                raise InvalidLayout(f"{where}: bad placement {item!r}") from None
         else:
             loose.append(name)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from sandman.domain import USER_ID_PATTERN, SessionStatus
+from sandman.domain import ACTIVE_STATUSES, USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
 from sandman.services.container_spec import SSHD_PORT
 from sandman.services.passwords import verify_password
@@ -37,9 +37,12 @@ class DatabaseRouteSource:
             return []
         with self.sessions.db.transaction() as db:
             user = db.get(User, user_id)
+            # Keys given with a session authorize only while it is active, so
+            # ending the session (or a failed one) revokes them; stored keys
+            # (PUT /users/{id}/keys) stay.
             latest = db.scalars(
                 select(SessionRow)
-                .where(SessionRow.user_id == user_id)
+                .where(SessionRow.user_id == user_id, SessionRow.status.in_(ACTIVE_STATUSES))
                 .order_by(SessionRow.created_at.desc())
                 .limit(1)
             ).first()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -110,9 +109,10 @@ class SshPiperConfig:
             if row.ssh_port and row.host_public_key
         ]
         with self._lock:
-            if not self.upstream_key.exists():
-                self.upstream_key.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.identity_key, self.upstream_key)
-                os.chmod(self.upstream_key, 0o400)
+            # Written like pipe.yaml (private from creation on), and again
+            # whenever the gateway's identity key has changed.
+            key = self.identity_key.read_text()
+            if not self.upstream_key.exists() or self.upstream_key.read_text() != key:
+                write_atomically(self.upstream_key, key, 0o400)
             write_atomically(self.path, render_pipes(pipes, self.upstream_key), 0o600)
         log.debug("sshpiper config: %d pipes", len(pipes))

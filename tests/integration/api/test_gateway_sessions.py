@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 from tests.integration.conftest import Harness
-from tests.integration.support import HEADERS, Server, start_gateway, write_key
+from tests.integration.support import HEADERS, Server, ssh, start_gateway, write_key
 
 
 def _ssh_popen(session: dict[str, object], key: Path, command: str) -> subprocess.Popen[str]:
@@ -42,6 +42,18 @@ def test_deleting_a_session_cuts_its_connections(harness: Harness, tmp_path: Pat
     assert time.monotonic() - began < 10
     assert process.returncode != 0
     assert "closed" in stderr and session["session_id"] in stderr
+
+
+def test_keys_given_with_a_session_end_with_it(harness: Harness, tmp_path: Path) -> None:
+    session = harness.create("noor").json()
+    key = write_key(tmp_path, session["ssh_private_key"])
+    assert ssh(session, key, "true").returncode == 0
+    harness.client.delete(f"/api/v1/sessions/{session['session_id']}", headers=harness.headers)
+    refused = ssh(session, key, "true")
+    assert refused.returncode == 255
+    # refused at authentication: the ended session's key no longer counts
+    assert "Permission denied (publickey)" in refused.stderr
+    assert "no running session" not in refused.stderr
 
 
 def test_a_standalone_gateway_follows_sessions_ended_by_the_api(

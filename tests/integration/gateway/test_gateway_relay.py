@@ -303,6 +303,29 @@ def test_close_user_cuts_open_connection(env: Env) -> None:
             proc.wait()
 
 
+def test_sweep_cuts_connections_of_sessions_ended_elsewhere(env: Env) -> None:
+    # The session's sshd keeps running: only the sweep can end this connection.
+    proc = subprocess.Popen(
+        env.ssh("carol", "echo ready; sleep 60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    route = env.source.routes["carol"]
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
+        assert env.gateway.call(env.gateway.server.close_ended()) == 0  # still running
+        del env.source.routes["carol"]  # ended by another process
+        assert env.gateway.call(env.gateway.server.close_ended()) == 1
+        proc.wait(10)
+        assert proc.returncode != 0
+        assert proc.stderr is not None
+        assert f"session {route.session_id} has ended".encode() in proc.stderr.read()
+    finally:
+        env.source.routes["carol"] = route
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_unauthenticated_connections_are_capped_per_address(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -85,3 +85,9 @@ def test_load_from_file_and_errors(tmp_path: Path) -> None:
     bad.write_text("gpus: [unclosed")
     with pytest.raises(ConfigurationError):
         load_topology(str(bad))
+
+
+def test_a_bad_placement_is_an_invalid_layout() -> None:
+    # reaches the API through POST /gpus/{uuid}/mig: a 400, not a server error
+    with pytest.raises(InvalidLayout, match=r"bad placement '1g\.5gb@x'"):
+        parse_topology({"gpus": [{"model": "A100-40GB", "instances": ["1g.5gb@x"]}]})
