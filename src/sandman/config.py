@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sandman.gateway.limits import DEFAULT_PER_ADDRESS, DEFAULT_TOTAL
+
 WORKSPACE_IMAGE = "sandman-workspace:latest"
 
 # What the gateway offers users' clients. A client takes the first cipher of
@@ -152,10 +154,12 @@ class Settings(BaseSettings):
         description="Ciphers the gateway offers clients (comma-separated).",
     )
     gateway_max_startups_per_address: int = Field(
-        128, ge=1, description="Unauthenticated gateway connections allowed from one address."
+        DEFAULT_PER_ADDRESS,
+        ge=1,
+        description="Unauthenticated gateway connections allowed from one address.",
     )
     gateway_max_startups: int = Field(
-        512, ge=1, description="Unauthenticated gateway connections allowed in all."
+        DEFAULT_TOTAL, ge=1, description="Unauthenticated gateway connections allowed in all."
     )
     gateway_upstream: Literal["published", "network"] = Field(
         "published",

@@ -54,7 +54,6 @@ import asyncssh
 from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection
 from asyncssh.constants import (
-    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_DEBUG,
     MSG_IGNORE,
     MSG_KEX_LAST,
@@ -67,7 +66,7 @@ from asyncssh.constants import (
 from asyncssh.crypto.cipher import GCMCipher
 from asyncssh.encryption import ChachaEncryption, GCMEncryption
 from asyncssh.misc import DisconnectError, ProtocolError
-from asyncssh.packet import Byte, SSHPacket, SSHPacketHandler, SSHPacketLogger, String, UInt32
+from asyncssh.packet import Byte, SSHPacketHandler, SSHPacketLogger, String, UInt32
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -83,13 +82,8 @@ PINNED_VERSION = "2.24.1"
 
 def _deliver_data(self: Any, data: bytes, datatype: int | None) -> None:
     """``SSHChannel._deliver_data`` that does not re-grant still-buffered bytes."""
-    init = self._init_recv_window
     buffered = sum(len(d) for d, _ in self._recv_buf) if self._recv_buf else 0
-    window = self._recv_window + buffered
-    if window < init / 2:
-        adjust = init - window
-        self.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(adjust))
-        self._recv_window += adjust
+    datapath.regrant_window(self, self._recv_window + buffered)
     if self._encoding:
         try:
             decoded = self._decoder.decode(data)
@@ -101,27 +95,22 @@ def _deliver_data(self: Any, data: bytes, datatype: int | None) -> None:
         self._session.data_received(decoded, datatype)
 
 
+_STOCK_LOG_PACKET = SSHPacketLogger.__dict__["_log_packet"]
+
+
 def _log_packet(
     self: Any, msg: str, pkttype: int, pktid: int | None, packet: Any, note: str
 ) -> None:
     """``SSHPacketLogger._log_packet`` that formats nothing unless packets are logged.
 
     Stock asyncssh builds the message (handler name, plural, note) for every
-    packet and only then lets ``SSHLogger.packet`` drop it below debug level 3.
+    packet and only then lets ``SSHLogger.packet`` drop it below debug level 3;
+    here the stock function runs only when the line would be written.
     """
     logger = self.logger
     if getattr(logger, "_debug_level", 3) < 3 or not logger.isEnabledFor(logging.DEBUG):
         return
-    if isinstance(packet, SSHPacket):
-        packet = packet.get_full_payload()
-    try:
-        name = f"{self._handler_names[pkttype]} ({pkttype})"
-    except KeyError:
-        name = f"packet type {pkttype}"
-    count = f"{len(packet)} byte{'' if len(packet) == 1 else 's'}"
-    if note:
-        note = f" ({note})"
-    logger.packet(pktid, packet, "%s %s, %s%s", msg, name, count, note)
+    _STOCK_LOG_PACKET(self, msg, pkttype, pktid, packet, note)
 
 
 _AEAD_ENCRYPTIONS = (GCMEncryption, ChachaEncryption)
@@ -281,21 +270,15 @@ _GCM_MAC_SIZE = 16
 
 def _gcm_encrypt_and_sign(self: Any, header: bytes, data: bytes) -> tuple[bytes, bytes]:
     """``GCMCipher.encrypt_and_sign`` reusing one ``AESGCM`` per key."""
-    aead: AESGCM | None = self.__dict__.get("_tuned_aead")
-    if aead is None:
-        aead = self._tuned_aead = AESGCM(self._key)
-    data = aead.encrypt(self._iv, data, header)
+    data = datapath.gcm_aead(self).encrypt(self._iv, data, header)
     self._update_iv()
     return header + data[:-_GCM_MAC_SIZE], data[-_GCM_MAC_SIZE:]
 
 
 def _gcm_verify_and_decrypt(self: Any, header: bytes, data: bytes, mac: bytes) -> bytes | None:
     """``GCMCipher.verify_and_decrypt`` reusing one ``AESGCM`` per key."""
-    aead: AESGCM | None = self.__dict__.get("_tuned_aead")
-    if aead is None:
-        aead = self._tuned_aead = AESGCM(self._key)
     try:
-        decrypted: bytes | None = aead.decrypt(self._iv, data + mac, header)
+        decrypted: bytes | None = datapath.gcm_aead(self).decrypt(self._iv, data + mac, header)
     except InvalidTag:
         decrypted = None
     self._update_iv()
@@ -470,7 +453,11 @@ _originals: dict[str, Any] = {}
 
 
 def source_digest(func: Any) -> str:
-    return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()
+    """sha256 of a function's source ("" when the source is not installed)."""
+    try:
+        return hashlib.sha256(inspect.getsource(func).encode()).hexdigest()
+    except (OSError, TypeError):
+        return ""
 
 
 def _stock(patch: Patch) -> Any:
@@ -484,7 +471,11 @@ def mismatches() -> list[str]:
 
 def is_supported() -> bool:
     """Whether the installed asyncssh is exactly what these fixes target."""
-    return asyncssh.__version__ == PINNED_VERSION and not mismatches()
+    return (
+        asyncssh.__version__ == PINNED_VERSION
+        and hasattr(AESGCM, "decrypt_into")  # cryptography >= 47
+        and not mismatches()
+    )
 
 
 def is_applied() -> bool:
@@ -520,6 +511,3 @@ def revert() -> None:
         original = _originals.pop(patch.key, None)
         if original is not None:
             setattr(patch.owner, patch.name, original)
-
-
-unpatch = revert

@@ -58,7 +58,7 @@ def test_apply_and_revert() -> None:
         assert p.owner.__dict__[p.name] is p.replacement
     assert asyncssh_tuning.apply()  # idempotent
     assert asyncssh_tuning.is_supported()  # still judged on the stock sources
-    asyncssh_tuning.unpatch()
+    asyncssh_tuning.revert()
     assert not asyncssh_tuning.is_applied()
     for p in replaced:
         assert p.owner.__dict__[p.name] is stock[p.key]
@@ -87,6 +87,19 @@ def test_refuses_all_when_one_function_differs(
     assert not asyncssh_tuning.is_applied()
     assert asyncssh.connection.SSHConnection._send is stock_send
     assert last.key in caplog.text
+
+
+def test_refuses_a_cryptography_without_decrypt_into(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OldAESGCM:  # cryptography < 47
+        pass
+
+    monkeypatch.setattr(asyncssh_tuning, "AESGCM", OldAESGCM)
+    assert not asyncssh_tuning.apply()
+    assert not asyncssh_tuning.is_applied()
+
+
+def test_a_function_without_installed_source_counts_as_changed() -> None:
+    assert asyncssh_tuning.source_digest(len) == ""  # no source, no crash
 
 
 # -- window re-opening ---------------------------------------------------------------

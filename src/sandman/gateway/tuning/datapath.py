@@ -17,11 +17,14 @@ and dispatch data packets directly:
   followed by its tag, which is exactly what follows the length on the wire)
   is queued as it is;
 * receiving (:func:`receive`): packets are decrypted straight out of the
-  socket read, and data packets go to the channel's ``_accept_data`` with the
-  same checks stock asyncssh makes. Every other packet (window adjusts,
-  requests, key exchange, errors of any kind) is handed, whole, to the stock
-  parser, which decrypts it again (the IV only moves on once a packet is
-  taken) and processes it as usual.
+  socket read into a scratch buffer, with the same checks stock asyncssh
+  makes. Window adjusts open the channel's send window; data packets go to
+  the channel's ``_accept_data``, or, on a relay whose other channel can take
+  them at once, are spliced onto it (:func:`_splice`: only the channel number
+  and padding are rewritten before encrypting for the other connection).
+  Every other packet (requests, key exchange, errors of any kind) is handed,
+  whole, to the stock parser, which decrypts it again (the IV only moves on
+  once a packet is taken) and processes it as usual.
 
 Anything outside those conditions (other ciphers, compression, rekeying due,
 debug logging, a closed transport) takes the stock path unchanged.
@@ -56,6 +59,7 @@ _STOCK_PROCESS_WINDOW_ADJUST = SSHChannel.__dict__["_process_window_adjust"]
 _STOCK_PROCESS_PACKET = SSHPacketHandler.__dict__["process_packet"]
 _plain_data_channels: dict[type, bool] = {}
 _WINDOW_STATES = frozenset({"open", "eof_pending", "eof"})
+_SPLICE_SKIPS = ("_accept_data", "_deliver_data")
 
 
 def gcm_aead(cipher: Any) -> AESGCM:
@@ -97,6 +101,17 @@ def padding(n: int) -> bytes:
     return _pad_pool[pos : pos + n]
 
 
+def regrant_window(chan: Any, window: int) -> None:
+    """Reopen a channel's receive window once ``window`` (what the peer may
+    still send, counting data delivered but not yet consumed as unsent) falls
+    below half, as stock ``_deliver_data`` does."""
+    init = chan._init_recv_window
+    if window < init / 2:
+        adjust = init - window
+        chan.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(adjust))
+        chan._recv_window += adjust
+
+
 def _quiet() -> bool:
     """Whether asyncssh's debug2 and packet logs are off (they are per packet)."""
     return SSHLogger._debug_level < 2
@@ -124,18 +139,10 @@ def _seal(conn: Any, plain: Any, pktlen: int) -> None:
     lenhdr = pktlen.to_bytes(4, "big")
     cipher = conn._send_encryption._cipher
     iv = cipher._iv
-    aead = cipher.__dict__.get("_tuned_aead") or gcm_aead(cipher)
-    sealed = aead.encrypt(iv, plain, lenhdr)
-    n = int.from_bytes(iv, "big")
-    cipher._iv = (n - _MASK64 if n & _MASK64 == _MASK64 else n + 1).to_bytes(12, "big")
-    pending = conn.__dict__.get("_tuned_pending")
-    if pending is not None:  # a write is already due this loop iteration
-        pending.append(lenhdr)
-        pending.append(sealed)
-    else:
-        send = conn._send
-        send(lenhdr)
-        send(sealed)
+    sealed = gcm_aead(cipher).encrypt(iv, plain, lenhdr)
+    cipher._iv = next_iv(iv)
+    conn._send(lenhdr)
+    conn._send(sealed)
     conn._send_seq = (conn._send_seq + 1) & _MASK32
     conn._rekey_bytes_sent += pktlen
 
@@ -253,6 +260,8 @@ def _plain_data_channel(chan: Any) -> bool:
             handlers.get(MSG_CHANNEL_DATA) is _STOCK_PROCESS_DATA
             and handlers.get(MSG_CHANNEL_WINDOW_ADJUST) is _STOCK_PROCESS_WINDOW_ADJUST
             and getattr(cls, "process_packet", None) is _STOCK_PROCESS_PACKET
+            # what a splice does instead of these must be what they would do
+            and all(getattr(cls, n) is getattr(SSHChannel, n) for n in _SPLICE_SKIPS)
         )
     return known
 
@@ -280,9 +289,8 @@ def _take_packet(conn: Any, packet: Any, pktlen: int) -> bool:
     cipher = conn._recv_encryption._cipher
     iv = cipher._iv
     plain = _scratch(conn, pktlen)
-    aead = cipher.__dict__.get("_tuned_aead") or gcm_aead(cipher)
     try:
-        aead.decrypt_into(iv, packet[4:], packet[:4], plain)
+        gcm_aead(cipher).decrypt_into(iv, packet[4:], packet[:4], plain)
     except InvalidTag:
         return False
     padlen = plain[0]
@@ -358,12 +366,8 @@ def _splice(chan: Any, plain: memoryview, pktlen: int, padlen: int, datalen: int
     outpad = -(out._send_enchdrlen + 9 + datalen) % blocksize
     if (outpad + blocksize if outpad < 4 else outpad) != padlen:
         return False
-    window = chan._recv_window - datalen
-    init = chan._init_recv_window
-    if window < init / 2:
-        chan.send_packet(MSG_CHANNEL_WINDOW_ADJUST, UInt32(init - window))
-        window = init
-    chan._recv_window = window
+    chan._recv_window -= datalen
+    regrant_window(chan, chan._recv_window)
     plain[2:6] = chan_id.to_bytes(4, "big")
     plain[pktlen - padlen :] = padding(padlen)
     target._send_window -= datalen
