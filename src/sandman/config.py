@@ -97,8 +97,30 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How long a container may take to answer SSH."
     )
     stop_grace_period: Duration = Field(5.0, description="SIGTERM-to-SIGKILL grace on stop.")
+    reconcile_grace: Duration = Field(
+        30.0,
+        description="The reconciler leaves sessions alone until they have run this long.",
+    )
+    create_workers: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Sessions started at once; creation never runs on the threads serving reads.",
+    )
+    create_wait: Duration = Field(
+        30.0,
+        description="How long a create waits for a free worker before a 503 with Retry-After.",
+    )
+    delete_concurrency: int = Field(
+        16, ge=1, le=256, description="Sessions torn down at once by DELETE /sessions."
+    )
     default_ttl_minutes: int = Field(60, ge=1)
     max_ttl_minutes: int = Field(7 * 24 * 60, ge=1)
+
+    # --- runtime ---
+    runtime: Literal["docker"] = Field(
+        "docker", description="Where sessions run: docker (this host's Docker engine)."
+    )
 
     # --- GPUs ---
     gpu_backend: Literal["simulated", "nvml"] = "simulated"

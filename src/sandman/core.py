@@ -19,10 +19,12 @@ from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.server import GatewayServer
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
-from sandman.runtime.base import ContainerRuntime
-from sandman.runtime.docker import DockerRuntime
-from sandman.services.files import SessionFiles
+from sandman.runtime import make_runtime
+from sandman.runtime.base import SessionRuntime
+from sandman.services.creation import CreationPool
 from sandman.services.gateway_routes import DatabaseRouteSource
+from sandman.services.gpus import GpuAdmin
+from sandman.services.host_keys import HostKeys
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.sessions import SessionService
@@ -64,7 +66,7 @@ class Sandman:
     def __init__(
         self,
         settings: Settings,
-        runtime: ContainerRuntime | None = None,
+        runtime: SessionRuntime | None = None,
         inventory: GpuInventory | None = None,
         announce: Callable[[str], None] = print,
         with_gateway: bool = True,
@@ -76,7 +78,7 @@ class Sandman:
         self.db.migrate()
         self.deployment_id = deployment_id(self.db)
         self.admin_token = admin_token(settings, announce)
-        self.runtime: ContainerRuntime = runtime or DockerRuntime()
+        self.runtime: SessionRuntime = runtime or make_runtime(settings)
         topology_slug = hashlib.sha256(settings.gpu_topology.encode()).hexdigest()[:12]
         self.inventory: GpuInventory = inventory or make_inventory(
             settings.gpu_backend,
@@ -88,16 +90,17 @@ class Sandman:
             default_mode=MigMode(settings.nvml_mig_strategy),
         )
         self.worker_id = f"{uuid.uuid4().hex[:16]}"
-        self.files = SessionFiles(settings.data_dir, settings.effective_workspace_root)
         self.sessions = SessionService(
             settings,
             self.db,
             self.runtime,
             self.inventory,
-            self.files,
+            HostKeys(settings.data_dir),
             deployment_id=self.deployment_id,
             worker_id=self.worker_id,
         )
+        self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
+        self.gpus = GpuAdmin(self.sessions)
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port
         self.gateway_host_key: str | None = None
@@ -112,7 +115,7 @@ class Sandman:
             if with_gateway and settings.run_gateway:
                 host, port = settings.ssh_listen_address
                 self.gateway = GatewayServer(
-                    DatabaseRouteSource(self.sessions, settings.gateway_upstream),
+                    DatabaseRouteSource(self.sessions),
                     listen_host=host,
                     listen_port=port,
                     host_key_path=host_key_path,
@@ -138,7 +141,9 @@ class Sandman:
             self.sessions.end_hooks.append(lambda _user, _session, _why: piper.sync())
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(
-            self.sessions, stale_after=max(3 * settings.reconcile_interval, 30.0)
+            self.sessions,
+            stale_after=max(3 * settings.reconcile_interval, 30.0),
+            grace=settings.reconcile_grace,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -172,7 +177,7 @@ class Sandman:
     def start_background(self) -> None:
         """Reconcile once now, then run the reaper and reconciler on their timers."""
         try:
-            self.runtime.ensure_network(self.settings.network_name)
+            self.runtime.prepare()
             self.reconciler.run_once()
             if self.sshpiper is not None:
                 self.sshpiper.sync()
@@ -197,6 +202,7 @@ class Sandman:
 
     def stop(self) -> None:
         self._stop.set()
+        self.creator.close()
         for thread in self._threads:
             thread.join(timeout=10)
         self.inventory.close()

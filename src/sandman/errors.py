@@ -52,6 +52,16 @@ class CapacityExhausted(SandmanError):
     status_code = 503
 
 
+class Busy(SandmanError):
+    """Sandman is at its limit for this kind of work right now; retry later (503)."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RuntimeUnavailable(SandmanError):
     """The container engine does not answer (503)."""
 

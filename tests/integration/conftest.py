@@ -67,6 +67,8 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
         "gpu_topology": "a100-40gb-7x1g",
         "ttl_check_interval": "1h",
         "reconcile_interval": "1h",
+        # The tests run the reconciler by hand on sessions seconds old.
+        "reconcile_grace": 0,
         "cpus": 1,
         "memory": "512m",
         "ssh_listen": "127.0.0.1:0",
@@ -98,7 +100,7 @@ def make_harness(
         core = Sandman(test_settings(data_dir, **overrides), announce=lambda _: None)
         client = TestClient(create_app(core, run_background=False))
         client.__enter__()
-        core.runtime.ensure_network(TEST_NETWORK)
+        core.runtime.prepare()
         harness = Harness(core, client, data_dir, {"Authorization": f"Bearer {TOKEN}"})
         made.append(harness)
         return harness

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sandman.errors import SandmanError
+from sandman.errors import Busy, SandmanError
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: SandmanError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return error_response(exc.status_code, exc.message, headers)
+        headers: dict[str, str] = {}
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, Busy):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return error_response(exc.status_code, exc.message, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

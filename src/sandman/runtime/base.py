@@ -1,13 +1,31 @@
-"""The contract between Sandman and a container runtime.
+"""The contract between Sandman and a session runtime.
 
-A Kubernetes runtime must be a sibling of the Docker one, so the contract speaks
-of containers in general terms: a pure ``ContainerSpec`` in, a
-``ContainerState`` out. Every method is synchronous and idempotent where the
-name says so; callers run them in worker threads.
+The services describe a session in runtime-neutral terms (``SessionLaunch``:
+files with their content, a workspace, a GPU grant, limits) and the runtime
+decides how each reaches the session:
+
+============================  ==============================  ==============================
+concern                       Docker (``runtime/docker``)     Kubernetes (later)
+============================  ==============================  ==============================
+secrets and files             host files, bind-mounted r/o    a Secret, mounted
+workspace                     a host directory, bind-mounted  a PersistentVolumeClaim
+GPU grant                     device UUIDs to the NVIDIA      an extended resource
+                              runtime                         (``nvidia.com/mig-1g.5gb``)
+how Sandman reaches sshd      ``endpoint`` in the state:      the pod's address
+                              the published port on loopback
+                              or the container's address
+host ports                    ``publishes_ports = True``:     none
+                              the services reserve one
+============================  ==============================  ==============================
+
+Every method is synchronous and idempotent where the name says so; callers run
+them in worker threads. Failures are domain errors: ``RuntimeUnavailable`` when
+the runtime does not answer, ``RuntimeFailure`` when it refuses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,40 +34,73 @@ SESSION_LABEL = "sandman.session_id"
 USER_LABEL = "sandman.user_id"
 DEPLOYMENT_LABEL = "sandman.deployment"
 
-
-@dataclass(frozen=True)
-class Mount:
-    source: str  # host path
-    target: str  # path in the container
-    read_only: bool = True
+SSHD_PORT = 2222  # where sshd listens inside every session
 
 
 @dataclass(frozen=True)
-class PortBinding:
-    container_port: int
-    host_ip: str
-    host_port: int
+class SessionFile:
+    """A file the session needs at ``path`` (secrets included), with its content."""
+
+    path: str  # absolute path inside the session
+    content: str
+    mode: int = 0o644
+    owned_by_user: bool = False  # owned by the session's uid:gid, else by root
 
 
 @dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to start one session container, with no runtime types."""
+class Workspace:
+    """The user's persistent home; a runtime provides it and never deletes it."""
 
+    user_id: str
+    uid: int
+    gid: int
+    mount_path: str = "/workspace"
+
+
+@dataclass(frozen=True)
+class GpuGrant:
+    """The GPUs a session holds, in the runtime-neutral words of the planner."""
+
+    device_ids: tuple[str, ...] = ()  # MIG instance or GPU UUIDs
+    mig_profile: str | None = None  # set for MIG grants
+    real: bool = False  # hand real devices to the session (not simulated)
+
+    @property
+    def count(self) -> int:
+        return len(self.device_ids)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where Sandman and the gateway reach a session's sshd."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SessionLaunch:
+    """Everything needed to start one session, with no runtime types."""
+
+    session_id: str
     name: str
     image: str
     command: tuple[str, ...]
-    user: str  # "uid:gid"
     hostname: str
-    network: str
+    workspace: Workspace
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    mounts: tuple[Mount, ...] = ()
-    ports: tuple[PortBinding, ...] = ()
+    files: tuple[SessionFile, ...] = ()
+    gpu: GpuGrant = GpuGrant()
     cpus: float = 1.0
     memory: str = "1g"
     pids_limit: int = 4096
     shm_size: str = "64m"
-    gpu_device_ids: tuple[str, ...] = ()  # passed to the NVIDIA runtime when non-empty
+    host_port: int | None = None  # where to publish sshd, for runtimes that publish ports
+
+    @property
+    def user(self) -> str:
+        return f"{self.workspace.uid}:{self.workspace.gid}"
 
 
 @dataclass(frozen=True)
@@ -61,31 +112,56 @@ class ContainerState:
     status: str  # runtime's word: "running", "exited", "created", ...
     exit_code: int | None = None
     ip_address: str | None = None
+    endpoint: Endpoint | None = None  # where sshd answers, once known
 
 
-class ContainerRuntime(Protocol):
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None  # None when the command was cut off by the timeout
+    output: str  # stdout and stderr, interleaved
+
+    @property
+    def timed_out(self) -> bool:
+        return self.exit_code is None
+
+
+class SessionRuntime(Protocol):
+    publishes_ports: bool  # whether a session needs a host port reserved for its sshd
+
     def ping(self) -> None:
-        """Raise ``RuntimeUnavailable`` when the engine does not answer."""
+        """Raise ``RuntimeUnavailable`` when the runtime does not answer."""
         ...
 
-    def ensure_network(self, name: str) -> None:
-        """Create the isolated session network if missing (no inter-container traffic)."""
+    def prepare(self) -> None:
+        """Create what every session shares (an isolated network); idempotent."""
         ...
 
-    def start(self, spec: ContainerSpec) -> ContainerState:
-        """Create and start a container; on failure nothing is left behind."""
+    def workspace_owner(self, user_id: str) -> int | None:
+        """The uid owning a workspace left from an earlier install, if the runtime can tell."""
+        ...
+
+    def start(self, launch: SessionLaunch) -> ContainerState:
+        """Provide files and workspace, then create and start; on failure nothing is left."""
         ...
 
     def remove(self, name_or_id: str, grace_seconds: float) -> None:
         """Stop (SIGTERM, then SIGKILL after the grace period) and remove; gone is success."""
         ...
 
+    def discard(self, session_id: str) -> None:
+        """Forget the session's files and secrets (never its workspace); idempotent."""
+        ...
+
     def inspect(self, name_or_id: str) -> ContainerState | None:
-        """The container's state, or None when it does not exist."""
+        """The state, or None when it does not exist."""
         ...
 
     def list(self, labels: dict[str, str]) -> list[ContainerState]:
-        """Containers (running or not) carrying all these labels."""
+        """Sessions' containers (running or not) carrying all these labels."""
         ...
 
     def logs(self, name_or_id: str, tail: int = 50) -> str: ...
+
+    def exec(self, name_or_id: str, argv: Sequence[str], user: str, timeout: float) -> ExecResult:
+        """Run ``argv`` inside the session as ``user`` (``uid:gid``), cut off after timeout."""
+        ...

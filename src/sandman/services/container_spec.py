@@ -1,27 +1,30 @@
-"""The session container, as a pure function of the session and its grants."""
+"""The session, as a pure function of its row and grants: what the runtime launches."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from sandman.image.accounts import passwd_and_group
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
     MANAGED_LABEL,
     SESSION_LABEL,
     USER_LABEL,
-    ContainerSpec,
-    Mount,
-    PortBinding,
+    GpuGrant,
+    SessionFile,
+    SessionLaunch,
+    Workspace,
 )
-from sandman.services.files import SessionPaths
 
-SSHD_PORT = 2222
+SSH_DIR = "/etc/sandman/ssh"
+HOST_KEY = "ssh_host_ed25519_key"
 SSHD_COMMAND = ("/usr/sbin/sshd", "-D", "-e", "-f", "/etc/sandman/sshd_config")
 
 
 @dataclass(frozen=True)
 class SessionContainer:
-    """What the spec needs to know about one session."""
+    """What the launch needs to know about one session."""
 
     session_id: str
     user_id: str
@@ -29,17 +32,17 @@ class SessionContainer:
     gid: int
     image: str
     name: str
-    network: str
     deployment_id: str
-    ssh_bind_address: str
-    ssh_port: int
+    host_port: int | None  # the reserved host port, where the runtime publishes one
     cpus: float
     memory: str
     pids_limit: int
     shm_size: str
-    gpu_uuids: tuple[str, ...]  # MIG or GPU UUIDs handed to the container
+    gpu_uuids: tuple[str, ...]  # MIG or GPU UUIDs handed to the session
     mig_profile: str | None
-    real_gpus: bool  # pass a device request to the NVIDIA runtime (nvml backend)
+    real_gpus: bool  # hand real devices to the session (nvml backend)
+    authorized_keys: tuple[str, ...] = ()
+    host_key: tuple[str, str] = ("", "")  # (private, public) OpenSSH
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -58,14 +61,48 @@ def session_environment(session: SessionContainer) -> dict[str, str]:
     return environment
 
 
-def session_container_spec(session: SessionContainer, paths: SessionPaths) -> ContainerSpec:
-    return ContainerSpec(
+def sshd_session_config(environment: dict[str, str]) -> str:
+    """``SetEnv`` lines so that ``ssh host cmd`` sees the session's GPU, as a login does."""
+    for name, value in environment.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or re.search(r"[\s\"'\\]", value):
+            raise ValueError(f"environment entry {name}={value!r} cannot go into SetEnv")
+    pairs = " ".join(f"{name}={value}" for name, value in sorted(environment.items()))
+    return f"SetEnv {pairs}\n" if pairs else ""
+
+
+def session_files(session: SessionContainer) -> tuple[SessionFile, ...]:
+    """sshd's host key, authorized keys and settings, and the account files."""
+    private, public = session.host_key
+    passwd, group = passwd_and_group(session.user_id, session.uid, session.gid)
+    environment = session_environment(session)
+    return (
+        SessionFile(f"{SSH_DIR}/{HOST_KEY}", private, 0o600, owned_by_user=True),
+        SessionFile(f"{SSH_DIR}/{HOST_KEY}.pub", public + "\n", 0o644, owned_by_user=True),
+        SessionFile(
+            f"{SSH_DIR}/authorized_keys",
+            "".join(k + "\n" for k in session.authorized_keys),
+            0o644,
+            owned_by_user=True,
+        ),
+        SessionFile(
+            f"{SSH_DIR}/sshd_session.conf",
+            sshd_session_config(environment),
+            0o644,
+            owned_by_user=True,
+        ),
+        SessionFile("/etc/passwd", passwd, 0o644),
+        SessionFile("/etc/group", group, 0o644),
+    )
+
+
+def session_launch(session: SessionContainer) -> SessionLaunch:
+    return SessionLaunch(
+        session_id=session.session_id,
         name=session.name,
         image=session.image,
         command=SSHD_COMMAND,
-        user=f"{session.uid}:{session.gid}",
         hostname=session.user_id.replace("_", "-").strip("-") or "sandman",
-        network=session.network,
+        workspace=Workspace(session.user_id, session.uid, session.gid),
         environment=session_environment(session),
         labels={
             MANAGED_LABEL: "true",
@@ -73,16 +110,11 @@ def session_container_spec(session: SessionContainer, paths: SessionPaths) -> Co
             USER_LABEL: session.user_id,
             DEPLOYMENT_LABEL: session.deployment_id,
         },
-        mounts=(
-            Mount(str(paths.workspace), "/workspace", read_only=False),
-            Mount(str(paths.ssh_dir), "/etc/sandman/ssh", read_only=True),
-            Mount(str(paths.passwd), "/etc/passwd", read_only=True),
-            Mount(str(paths.group), "/etc/group", read_only=True),
-        ),
-        ports=(PortBinding(SSHD_PORT, session.ssh_bind_address, session.ssh_port),),
+        files=session_files(session),
+        gpu=GpuGrant(session.gpu_uuids, session.mig_profile, real=session.real_gpus),
         cpus=session.cpus,
         memory=session.memory,
         pids_limit=session.pids_limit,
         shm_size=session.shm_size,
-        gpu_device_ids=session.gpu_uuids if session.real_gpus else (),
+        host_port=session.host_port,
     )

@@ -7,7 +7,6 @@ from sqlalchemy import select
 
 from sandman.domain import ACTIVE_STATUSES, USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
-from sandman.services.container_spec import SSHD_PORT
 from sandman.services.passwords import verify_password
 from sandman.services.sessions import SessionService
 from sandman.store.models import Connection, User
@@ -28,14 +27,13 @@ def describe_gpu(row: SessionRow, simulated: bool) -> str:
 class DatabaseRouteSource:
     """``RouteSource`` backed by the sessions and users tables."""
 
-    def __init__(self, sessions: SessionService, upstream: str = "published") -> None:
+    def __init__(self, sessions: SessionService) -> None:
         self.sessions = sessions
-        self.upstream = upstream  # "published" (127.0.0.1:<port>) or "network" (container IP)
 
     def authorized_keys(self, user_id: str) -> list[str]:
         if not USER_ID_PATTERN.fullmatch(user_id):
             return []
-        with self.sessions.db.transaction() as db:
+        with self.sessions.db.read() as db:
             user = db.get(User, user_id)
             # Keys given with a session authorize only while it is active, so
             # ending the session (or a failed one) revokes them; stored keys
@@ -54,23 +52,19 @@ class DatabaseRouteSource:
     def route(self, user_id: str) -> Route | None:
         if not USER_ID_PATTERN.fullmatch(user_id):
             return None
-        with self.sessions.db.transaction() as db:
+        with self.sessions.db.read() as db:
             row = db.scalars(
                 select(SessionRow).where(
                     SessionRow.user_id == user_id, SessionRow.status == SessionStatus.RUNNING
                 )
             ).first()
-        if row is None or row.host_public_key is None:
+        if row is None or row.host_public_key is None or not row.endpoint_host:
             return None
-        if self.upstream == "network" and row.container_ip:
-            host, port = row.container_ip, SSHD_PORT
-        else:
-            host, port = self.sessions.ssh_probe_address(), row.ssh_port or 0
         return Route(
             session_id=row.id,
             user_id=row.user_id,
-            host=host,
-            port=port,
+            host=row.endpoint_host,
+            port=row.endpoint_port or 0,
             host_public_key=row.host_public_key,
             gpu=describe_gpu(row, self.sessions.inventory.simulated),
             expires_at=row.expires_at,
@@ -97,7 +91,7 @@ class DatabaseRouteSource:
             return False
         if not USER_ID_PATTERN.fullmatch(user_id):
             return False
-        with self.sessions.db.transaction() as db:
+        with self.sessions.db.read() as db:
             user = db.get(User, user_id)
             stored = user.password_hash if user is not None else None
         return verify_password(password, stored)

@@ -11,7 +11,7 @@ from sandman.store.models import GpuClaim
 
 def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
     """One ``Claim`` per grant (a grant spans several unit rows)."""
-    grants: dict[tuple[str, str, int], Claim] = {}
+    grants: dict[tuple[str, str | None, int], Claim] = {}
     for row in rows:
         key = (row.gpu_uuid, row.session_id, row.start)
         grants.setdefault(

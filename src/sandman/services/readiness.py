@@ -25,12 +25,13 @@ def wait_for_sshd(
     timeout: float,
     alive: Callable[[], str | None] = lambda: None,
     interval: float = 0.05,
+    probe: Callable[[str, int], bool] = sshd_answers,
 ) -> None:
     """Poll the banner; ``alive`` returns why the container cannot answer any more, or None."""
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + 0.5
     while time.monotonic() < deadline:
-        if sshd_answers(host, port):
+        if probe(host, port):
             return
         if time.monotonic() >= next_check:
             reason = alive()

@@ -5,6 +5,13 @@ session, ends sessions whose container is gone or dead, finishes sessions left
 half-created or half-ended by a process that died, and fixes drift between the
 GPU inventory and the database (orphaned dynamic MIG instances are destroyed,
 sessions whose instance vanished are ended).
+
+It never ends a session on stale evidence: it reads what should be (the rows)
+before what is (the containers), leaves alone sessions younger than the grace
+period (as JupyterHub's route check skips pending servers), inspects a
+container once more before calling its session lost, and ends it only if the
+row is unchanged since it was read (a compare-and-set on its version). With
+several processes on one database, one reconciles at a time (a lease).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerState
 from sandman.services.sessions import SessionService
 from sandman.store.models import GpuClaim, Worker
 from sandman.store.models import Session as SessionRow
+from sandman.store.transitions import acquire_lease
+
+LEASE = "reconciler"
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ class ReconcileReport:
     abandoned_sessions: list[str] = field(default_factory=list)
     destroyed_instances: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    skipped: bool = False  # another process holds the reconciler's lease
 
 
 def pid_alive(pid: int) -> bool:
@@ -50,6 +61,8 @@ def pid_alive(pid: int) -> bool:
 
 def container_verdict(session: SessionRow, container: ContainerState | None) -> str | None:
     """Why a running session must end given its container, or None if all is well."""
+    if container is not None and container.labels.get(SESSION_LABEL) != session.id:
+        container = None  # a container of that name, but another session's
     if container is None:
         return "the session's container vanished"
     if not container.running:
@@ -79,11 +92,13 @@ class Reconciler:
         self,
         sessions: SessionService,
         stale_after: float,
+        grace: float = 30.0,
         hostname: str | None = None,
         pid: int | None = None,
     ) -> None:
         self.sessions = sessions
         self.stale_after = timedelta(seconds=stale_after)
+        self.grace = timedelta(seconds=grace)
         self.hostname = hostname or socket.gethostname()
         self.pid = pid or os.getpid()
 
@@ -123,9 +138,20 @@ class Reconciler:
                     live.add(worker.id)
         return live
 
+    def holds_lease(self) -> bool:
+        with self.sessions.db.transaction() as db:
+            return acquire_lease(db, LEASE, self.sessions.worker_id, self.clock(), self.stale_after)
+
+    def settled(self, row: SessionRow, now: datetime) -> bool:
+        """Whether the session has been running longer than the grace period."""
+        return now - (row.started_at or row.created_at) >= self.grace
+
     def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
         self.heartbeat()
+        if not self.holds_lease():
+            report.skipped = True
+            return report
         self._sessions_and_containers(report)
         self._gpu_drift(report)
         if any(
@@ -141,23 +167,34 @@ class Reconciler:
 
     def _sessions_and_containers(self, report: ReconcileReport) -> None:
         service = self.sessions
+        rows = service.list_sessions("active")  # what should be, read first
+        live = self._live_workers()
         containers = service.runtime.list({DEPLOYMENT_LABEL: service.deployment_id})
         by_session = {c.labels.get(SESSION_LABEL, ""): c for c in containers}
-        live = self._live_workers()
-        for row in service.list_sessions("active"):
+        now = self.clock()
+        for row in rows:
             if service.is_busy(row.id):
                 continue
             try:
                 if row.status in (SessionStatus.STARTING, SessionStatus.STOPPING):
-                    if row.worker_id not in live:
-                        service.finish_abandoned(
-                            row.id, "Sandman stopped while the session was changing state"
-                        )
+                    if row.worker_id not in live and service.finish_abandoned(
+                        row.id,
+                        row.worker_id,
+                        "Sandman stopped while the session was changing state",
+                    ):
                         report.abandoned_sessions.append(row.id)
                     continue
-                verdict = container_verdict(row, by_session.get(row.id))
-                if verdict:
-                    service.end(row.id, SessionStatus.LOST, verdict)
+                if not self.settled(row, now):
+                    continue
+                if container_verdict(row, by_session.get(row.id)) is None:
+                    continue
+                # Evidence from the listing may predate the row: look again.
+                fresh = service.runtime.inspect(row.container_id or row.container_name)
+                verdict = container_verdict(row, fresh)
+                if verdict is None:
+                    continue
+                ended = service.end(row.id, SessionStatus.LOST, verdict, seen_version=row.version)
+                if ended.status == SessionStatus.LOST and ended.end_reason == verdict:
                     report.ended_sessions.append(row.id)
             except SandmanError as exc:
                 report.errors.append(f"session {row.id}: {exc.message}")
@@ -174,24 +211,40 @@ class Reconciler:
 
     def _gpu_drift(self, report: ReconcileReport) -> None:
         service = self.sessions
+        with service.db.read() as db:  # what should be, read first
+            running = {
+                row.id: row
+                for row in db.scalars(
+                    select(SessionRow).where(SessionRow.status == SessionStatus.RUNNING)
+                )
+            }
+            claimed = list(db.scalars(select(GpuClaim)))
         devices = service.inventory.devices()
         existing = {i.uuid for d in devices for i in d.instances}
-        with service.db.transaction() as db:
-            claims = list(db.scalars(select(GpuClaim)))
-            running = set(
-                db.scalars(select(SessionRow.id).where(SessionRow.status == SessionStatus.RUNNING))
-            )
+        now = self.clock()
         vanished = {
             c.session_id
-            for c in claims
-            if c.instance_uuid and c.instance_uuid not in existing and c.session_id in running
+            for c in claimed
+            if c.instance_uuid
+            and c.instance_uuid not in existing
+            and c.session_id in running
+            and self.settled(running[c.session_id], now)
         }
-        for session_id in vanished:
+        with service.db.read() as db:  # claims made since the first read cover new instances
+            claims = list(db.scalars(select(GpuClaim)))
+        for session_id in sorted(s for s in vanished if s is not None):
             if service.is_busy(session_id):
                 continue
             try:
-                service.end(session_id, SessionStatus.LOST, "the session's MIG instance vanished")
-                report.ended_sessions.append(session_id)
+                reason = "the session's MIG instance vanished"
+                ended = service.end(
+                    session_id,
+                    SessionStatus.LOST,
+                    reason,
+                    seen_version=running[session_id].version,
+                )
+                if ended.status == SessionStatus.LOST and ended.end_reason == reason:
+                    report.ended_sessions.append(session_id)
             except SandmanError as exc:
                 report.errors.append(f"session {session_id}: {exc.message}")
         for gpu_uuid, instance_uuid in orphan_instances(devices, claims):

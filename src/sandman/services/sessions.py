@@ -1,26 +1,30 @@
 """Sessions: create, extend and end them, and give back everything they held.
 
 Creation is crash-safe: the session row and its reservations (GPU units, port)
-are committed in one transaction before anything outside the database happens.
-Whatever fails later is undone by ``_release`` and the session is marked
-``failed`` with the reason; a process killed half-way leaves a ``starting`` row
-that the reconciler finishes the same way.
+are committed in one transaction (``reserve``) before anything outside the
+database happens (``launch``). Whatever fails later is undone by the teardown
+and the session is marked ``failed`` with the reason; a process killed
+half-way leaves a ``starting`` row that the reconciler finishes the same way.
+
+Every status change is a compare-and-set on the session's row
+(``store.transitions``): of any number of concurrent enders (a DELETE, the
+reaper, the reconciler, another process), exactly one runs the teardown.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
@@ -36,17 +40,19 @@ from sandman.errors import (
 )
 from sandman.gpu.planner import plan
 from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory
-from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerRuntime
-from sandman.services.container_spec import (
-    SessionContainer,
-    session_container_spec,
-    session_environment,
+from sandman.runtime.base import (
+    DEPLOYMENT_LABEL,
+    SESSION_LABEL,
+    ContainerState,
+    Endpoint,
+    SessionRuntime,
 )
-from sandman.services.files import SessionFiles
+from sandman.services.container_spec import SessionContainer, session_launch
 from sandman.services.gpu_claims import claim_rows, claims_from_rows, session_gpu_fields
+from sandman.services.host_keys import HostKeys
 from sandman.services.keys import generate_key_pair, normalize_public_keys
 from sandman.services.ports import choose_port
-from sandman.services.readiness import wait_for_sshd
+from sandman.services.readiness import sshd_answers, wait_for_sshd
 from sandman.services.requests import (
     SessionRequest,
     check_gpu_request,
@@ -57,11 +63,23 @@ from sandman.services.requests import (
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim, User, utcnow
 from sandman.store.models import Session as SessionRow
+from sandman.store.transitions import transition
 
 log = logging.getLogger(__name__)
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
+ENDABLE = [SessionStatus.STARTING.value, SessionStatus.RUNNING.value]
 RESERVE_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A committed session row with its grants; what ``launch`` needs to start it."""
+
+    session: SessionRow
+    allocations: list[Allocation]
+    private_key: str | None  # only when generated; never stored
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,16 @@ class CreatedSession:
 
 
 SessionHook = Callable[[str, str, str], None]  # (user_id, session_id, reason)
+Probe = Callable[[str, int], bool]  # does sshd answer at (host, port)?
+
+
+@dataclass
+class Teardown:
+    """What one teardown gives back; read in the same transaction that claimed it."""
+
+    row: SessionRow
+    final: SessionStatus
+    created_instances: list[tuple[str, str]] = field(default_factory=list)
 
 
 class SessionService:
@@ -79,21 +107,23 @@ class SessionService:
         self,
         settings: Settings,
         db: Database,
-        runtime: ContainerRuntime,
+        runtime: SessionRuntime,
         inventory: GpuInventory,
-        files: SessionFiles,
+        host_keys: HostKeys,
         deployment_id: str,
         worker_id: str,
         clock: Callable[[], datetime] = utcnow,
+        probe: Probe = sshd_answers,
     ) -> None:
         self.settings = settings
         self.db = db
         self.runtime = runtime
         self.inventory = inventory
-        self.files = files
+        self.host_keys = host_keys
         self.deployment_id = deployment_id
         self.worker_id = worker_id
         self.clock = clock
+        self.probe = probe
         self.start_hooks: list[SessionHook] = []  # the session is running
         self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
         self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
@@ -103,14 +133,14 @@ class SessionService:
 
     # ------------------------------------------------------------------ reads
     def get(self, session_id: str) -> SessionRow:
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             row = db.get(SessionRow, session_id)
         if row is None:
             raise NotFound(f"no session {session_id!r}")
         return row
 
-    def list_sessions(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
-        query = select(SessionRow).order_by(SessionRow.created_at)
+    def _query(self, status: str, user_id: str | None) -> Select[SessionRow]:
+        query = select(SessionRow)
         if status == "active":
             query = query.where(SessionRow.status.in_(ACTIVE))
         elif status != "all":
@@ -122,28 +152,55 @@ class SessionService:
             query = query.where(SessionRow.status == status)
         if user_id is not None:
             query = query.where(SessionRow.user_id == validate_user_id(user_id))
-        with self.db.transaction() as db:
-            return list(db.scalars(query))
+        return query
+
+    def list_sessions(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
+        return self.page(status, user_id)[0]
+
+    def page(
+        self,
+        status: str = "active",
+        user_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[SessionRow], int]:
+        """Sessions ordered by ``created_at`` then ``id``, and how many match in all."""
+        query = self._query(status, user_id)
+        ordered = query.order_by(SessionRow.created_at, SessionRow.id).offset(offset)
+        if limit is not None:
+            ordered = ordered.limit(limit)
+        with self.db.read() as db:
+            rows = list(db.scalars(ordered))
+            if limit is None and offset == 0:
+                return rows, len(rows)
+            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+        return rows, total
 
     def claims(self) -> list[Claim]:
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             return claims_from_rows(list(db.scalars(select(GpuClaim))))
 
     def claimed_by(self) -> dict[str, str]:
-        """Instance or GPU UUID -> session id, for inventory listings."""
+        """Instance or GPU UUID -> session id (or admin operation), for inventory listings."""
         owners: dict[str, str] = {}
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             for row in db.scalars(select(GpuClaim)):
-                owners[row.instance_uuid or row.gpu_uuid] = row.session_id
+                owners[row.instance_uuid or row.gpu_uuid] = row.session_id or row.held_by or ""
         return owners
 
     def counts_by_status(self) -> dict[str, int]:
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             rows = db.execute(select(SessionRow.status, func.count()).group_by(SessionRow.status))
             return {status: count for status, count in rows}
 
     # ---------------------------------------------------------------- create
     def create(self, request: SessionRequest) -> CreatedSession:
+        """Reserve and launch; returns once the session's sshd answers."""
+        return self.launch(self.reserve(request))
+
+    def reserve(self, request: SessionRequest) -> Reservation:
+        """Check the request and commit the session row with its grants (fast, no runtime
+        work but a ping); the session is ``starting`` until ``launch`` runs."""
         user_id = validate_user_id(request.user_id)
         ttl = checked_ttl(
             self.settings,
@@ -157,26 +214,40 @@ class SessionService:
         keys = normalize_public_keys(request.ssh_public_keys or [])
         if request.ssh_public_keys is not None and not keys:
             raise InvalidRequest("ssh_public_keys is empty: give at least one key or omit it")
-        self.runtime.ping()  # refuse before writing anything when the engine is down
+        self.runtime.ping()  # refuse before writing anything when the runtime is down
         devices = self.inventory.devices()
         session_id = str(uuid.uuid4())
-        with self._busy_guard(session_id):
+        with self._busy_lock:
+            self._busy.add(session_id)
+        try:
             row, allocations, private_key = self._reserve(
                 session_id, user_id, request, ttl, image, cpus, memory, keys, devices
             )
-            try:
-                row = self._start(row, allocations)
-            except BaseException as exc:
-                reason = exc.message if isinstance(exc, SandmanError) else repr(exc)
-                log.warning("session %s for %s failed: %s", session_id, user_id, reason)
-                self._release(session_id, SessionStatus.FAILED, f"creation failed: {reason}")
-                # The session may have been ended by a DELETE while its container was
-                # still being started; the container it started must not outlive it.
-                with contextlib.suppress(SandmanError):
-                    self._remove_container(row)
-                raise
+        except BaseException:
+            self._not_busy(session_id)
+            raise
         notes = tuple(n for a in allocations for n in a.notes)
-        return CreatedSession(session=row, private_key=private_key, notes=notes)
+        return Reservation(row, allocations, private_key, notes)
+
+    def launch(self, reservation: Reservation) -> CreatedSession:
+        """Start what ``reserve`` committed; on any failure give everything back."""
+        row = reservation.session
+        started: list[ContainerState] = []
+        try:
+            row = self._start(row, reservation.allocations, started)
+        except BaseException as exc:
+            reason = exc.message if isinstance(exc, SandmanError) else repr(exc)
+            log.warning("session %s for %s failed: %s", row.id, row.user_id, reason)
+            self.end(row.id, SessionStatus.FAILED, f"creation failed: {reason}")
+            # The session may have been ended by a DELETE while its container was
+            # still being started; the container it started must not outlive it.
+            for state in started:
+                with suppress(SandmanError):
+                    self.runtime.remove(state.id, 0)
+            raise
+        finally:
+            self._not_busy(row.id)
+        return CreatedSession(row, reservation.private_key, reservation.notes)
 
     def _reserve(
         self,
@@ -210,12 +281,14 @@ class SessionService:
                         default_profile=self.settings.default_mig_profile,
                         allow_fallback=self.settings.mig_fallback,
                     )
-                    port = choose_port(
-                        self.settings.ssh_port_start,
-                        self.settings.ssh_port_end,
-                        db.scalars(select(PortClaim.port)),
-                        self.settings.ssh_bind_address,
-                    )
+                    port = None
+                    if self.runtime.publishes_ports:
+                        port = choose_port(
+                            self.settings.ssh_port_start,
+                            self.settings.ssh_port_end,
+                            db.scalars(select(PortClaim.port)),
+                            self.settings.ssh_bind_address,
+                        )
                     now = self.clock()
                     row = SessionRow(
                         id=session_id,
@@ -234,20 +307,24 @@ class SessionService:
                         created_at=now,
                         expires_at=now + timedelta(minutes=ttl),
                         worker_id=self.worker_id,
+                        version=0,
                         **session_gpu_fields(allocations, devices),
                     )
                     db.add(row)
                     db.flush()
                     for allocation in allocations:
                         db.add_all(claim_rows(session_id, allocation))
-                    db.add(PortClaim(port=port, session_id=session_id))
+                    if port is not None:
+                        db.add(PortClaim(port=port, session_id=session_id))
                 return row, allocations, private_key
             except IntegrityError as exc:
                 log.info("reservation raced (attempt %d): %s", attempt + 1, exc.orig)
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the winner commit
         raise Conflict("could not reserve resources: too many concurrent requests, try again")
 
-    def _start(self, row: SessionRow, allocations: list[Allocation]) -> SessionRow:
+    def _start(
+        self, row: SessionRow, allocations: list[Allocation], started: list[ContainerState]
+    ) -> SessionRow:
         created = [a for a in allocations if a.kind == "mig_create"]
         granted = [a.instance_uuid or a.gpu_uuid for a in allocations if a.kind != "mig_create"]
         for allocation in created:
@@ -265,20 +342,19 @@ class SessionService:
                 ):
                     claim.instance_uuid = instance.uuid
                     claim.created_instance = True
-        with self.db.transaction() as db:
+        with self.db.read() as db:
             user = db.get_one(User, row.user_id)
             uid, gid = user.uid, user.gid
-        container = SessionContainer(
+        host_key = self.host_keys.pair(row.user_id)
+        session = SessionContainer(
             session_id=row.id,
             user_id=row.user_id,
             uid=uid,
             gid=gid,
             image=row.image,
             name=row.container_name,
-            network=self.settings.network_name,
             deployment_id=self.deployment_id,
-            ssh_bind_address=self.settings.ssh_bind_address,
-            ssh_port=row.ssh_port or 0,
+            host_port=row.ssh_port,
             cpus=row.cpus,
             memory=row.memory,
             pids_limit=self.settings.pids_limit,
@@ -286,24 +362,28 @@ class SessionService:
             gpu_uuids=tuple(granted),
             mig_profile=row.mig_profile,
             real_gpus=not self.inventory.simulated,
-        )
-        paths, host_public_key = self.files.write_session(
-            row.id,
-            row.user_id,
-            uid,
-            gid,
-            self.container_keys(list(row.authorized_keys)),
-            session_environment(container),
+            authorized_keys=tuple(self.container_keys(list(row.authorized_keys))),
+            host_key=host_key,
         )
         self._clear_stale_container(row.container_name, row.id)
-        state = self.runtime.start(session_container_spec(container, paths))
+        state = self.runtime.start(session_launch(session))
+        started.append(state)
+        if state.endpoint is None:
+            raise RuntimeFailure("the runtime reported no address for the session's sshd")
+        endpoint: Endpoint = state.endpoint
         with self.db.transaction() as db:
-            current = db.get_one(SessionRow, row.id)
-            current.container_id = state.id
-            current.container_ip = state.ip_address
-            current.host_public_key = host_public_key
-            current.gpu_uuid = ",".join(granted) or None
-            self._still_starting(current)
+            if not transition(
+                db,
+                row.id,
+                [SessionStatus.STARTING],
+                container_id=state.id,
+                container_ip=state.ip_address,
+                endpoint_host=endpoint.host,
+                endpoint_port=endpoint.port,
+                host_public_key=host_key[1],
+                gpu_uuid=",".join(granted) or None,
+            ):
+                raise Conflict(f"session {row.id} was ended while starting")
 
         def why_not_alive() -> str | None:
             found = self.runtime.inspect(state.id)
@@ -315,17 +395,24 @@ class SessionService:
             return None
 
         wait_for_sshd(
-            self.ssh_probe_address(),
-            row.ssh_port or 0,
+            endpoint.host,
+            endpoint.port,
             self.settings.start_timeout,
             alive=why_not_alive,
+            probe=self.probe,
         )
+        now = self.clock()
         with self.db.transaction() as db:
+            if not transition(
+                db,
+                row.id,
+                [SessionStatus.STARTING],
+                SessionStatus.RUNNING,
+                started_at=now,
+                last_activity=now,
+            ):
+                raise Conflict(f"session {row.id} was ended while starting")
             current = db.get_one(SessionRow, row.id)
-            self._still_starting(current)
-            current.status = SessionStatus.RUNNING.value
-            current.started_at = self.clock()
-            current.last_activity = current.started_at
         self._run_hooks(self.start_hooks, current.user_id, current.id, "running")
         return current
 
@@ -346,71 +433,154 @@ class SessionService:
             row = db.get(SessionRow, session_id)
             if row is None:
                 raise NotFound(f"no session {session_id!r}")
-            if row.status not in (SessionStatus.STARTING, SessionStatus.RUNNING):
+            if not transition(
+                db,
+                session_id,
+                ENDABLE,
+                ttl_minutes=ttl,
+                expires_at=self.clock() + timedelta(minutes=ttl),
+            ):
                 raise Conflict(f"session {session_id} is {row.status}; only active ones extend")
-            row.ttl_minutes = ttl
-            row.expires_at = self.clock() + timedelta(minutes=ttl)
+            db.refresh(row)
             return row
 
-    def end(self, session_id: str, status: SessionStatus, reason: str) -> SessionRow:
-        """End a session and release what it holds; ending an ended session is a no-op."""
+    def end(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        reason: str,
+        seen_version: int | None = None,
+        wait: bool = False,
+    ) -> SessionRow:
+        """End a session and give back what it holds; ending an ended session is a no-op.
+
+        Only the caller whose compare-and-set moves the row to ``stopping`` runs the
+        teardown; ``seen_version`` makes the change conditional on the row being
+        unchanged since the caller read it. With ``wait``, a caller that lost the
+        race waits (bounded) for the winner's teardown to finish.
+        """
         with self.db.transaction() as db:
             row = db.get(SessionRow, session_id)
             if row is None:
                 raise NotFound(f"no session {session_id!r}")
-            if row.status not in ACTIVE:
-                return row
-        return self._release(session_id, status, reason)
+            owned = transition(
+                db,
+                session_id,
+                ENDABLE,
+                SessionStatus.STOPPING,
+                seen_version=seen_version,
+                stop_status=status.value,
+                end_reason=reason,
+                worker_id=self.worker_id,
+            )
+            teardown = self._claimed(db, session_id) if owned else None
+        if teardown is None:
+            return self._wait_ended(session_id) if wait else self.get(session_id)
+        return self._teardown(teardown)
 
-    def end_all(self, reason: str) -> list[SessionRow]:
-        ended = []
-        for row in self.list_sessions("active"):
+    def end_all(self, reason: str, concurrency: int | None = None) -> list[SessionRow]:
+        """End every active session, ``concurrency`` teardowns at a time."""
+        rows = self.list_sessions("active")
+        workers = max(1, min(concurrency or self.settings.delete_concurrency, len(rows) or 1))
+
+        def end_one(row: SessionRow) -> SessionRow | None:
             try:
-                ended.append(self.end(row.id, SessionStatus.DELETED, reason))
+                return self.end(row.id, SessionStatus.DELETED, reason, wait=True)
             except SandmanError as exc:
                 log.error("could not end session %s: %s", row.id, exc.message)
-        return ended
+                return None
 
-    def _release(self, session_id: str, status: SessionStatus, reason: str) -> SessionRow:
-        """Give back container, MIG instances, GPU units and port; then mark the end.
+        with ThreadPoolExecutor(workers, thread_name_prefix="sandman-end") as pool:
+            return [row for row in pool.map(end_one, rows) if row is not None]
 
-        Every step is idempotent, so a crash half-way is finished by running this again.
+    def finish_abandoned(self, session_id: str, dead_worker: str | None, reason: str) -> bool:
+        """Take over a session whose owner process died half-way and finish it (reconciler).
+
+        A ``starting`` one fails; a ``stopping`` one ends as it was meant to.
+        Returns False when another process took it first.
         """
         with self.db.transaction() as db:
-            row = db.get_one(SessionRow, session_id)
-            if row.status not in ACTIVE:
-                return row
-            if row.status != SessionStatus.STOPPING:
-                row.status = SessionStatus.STOPPING.value
-                row.stop_status = status.value
-                row.end_reason = reason
-            row.worker_id = self.worker_id
-            created = [
-                (c.gpu_uuid, c.instance_uuid)
-                for c in db.scalars(
-                    select(GpuClaim).where(
-                        GpuClaim.session_id == session_id, GpuClaim.created_instance
-                    )
+            row = db.get(SessionRow, session_id)
+            if row is None or row.worker_id != dead_worker:
+                return False
+            if row.status == SessionStatus.STARTING:
+                owned = transition(
+                    db,
+                    session_id,
+                    [SessionStatus.STARTING],
+                    SessionStatus.STOPPING,
+                    owners=[dead_worker],
+                    stop_status=SessionStatus.FAILED.value,
+                    end_reason=reason,
+                    worker_id=self.worker_id,
                 )
-                if c.instance_uuid
-            ]
-            final = SessionStatus(row.stop_status or status.value)
-        self._run_hooks(self.stop_hooks, row.user_id, session_id, row.end_reason or reason)
+            else:
+                owned = transition(
+                    db,
+                    session_id,
+                    [SessionStatus.STOPPING],
+                    owners=[dead_worker],
+                    worker_id=self.worker_id,
+                )
+            teardown = self._claimed(db, session_id) if owned else None
+        if teardown is None:
+            return False
+        self._teardown(teardown)
+        return True
+
+    def _claimed(self, db: Db, session_id: str) -> Teardown:
+        row = db.get_one(SessionRow, session_id)
+        db.refresh(row)
+        created = [
+            (c.gpu_uuid, c.instance_uuid)
+            for c in db.scalars(
+                select(GpuClaim).where(GpuClaim.session_id == session_id, GpuClaim.created_instance)
+            )
+            if c.instance_uuid
+        ]
+        final = SessionStatus(row.stop_status or SessionStatus.FAILED.value)
+        return Teardown(row, final, list(dict.fromkeys(created)))
+
+    def _teardown(self, teardown: Teardown) -> SessionRow:
+        """Give back container, MIG instances, GPU units and port; then mark the end.
+
+        Runs once per session (its caller won the compare-and-set); every step is
+        idempotent, so a crash half-way is finished by the reconciler running it again.
+        """
+        row = teardown.row
+        reason = row.end_reason or teardown.final.value
+        self._run_hooks(self.stop_hooks, row.user_id, row.id, reason)
         self._remove_container(row)
-        for gpu_uuid, instance_uuid in dict.fromkeys(created):
+        for gpu_uuid, instance_uuid in teardown.created_instances:
             try:
                 self.inventory.destroy_instance(gpu_uuid, instance_uuid)
             except SandmanError as exc:
                 log.error("could not destroy MIG instance %s: %s", instance_uuid, exc.message)
         with self.db.transaction() as db:
-            db.execute(delete(GpuClaim).where(GpuClaim.session_id == session_id))
-            db.execute(delete(PortClaim).where(PortClaim.session_id == session_id))
-            row = db.get_one(SessionRow, session_id)
-            row.status = final.value
-            row.ended_at = self.clock()
-        self.files.remove_session(session_id)
-        log.info("session %s of %s ended (%s): %s", session_id, row.user_id, final, row.end_reason)
-        self._run_hooks(self.end_hooks, row.user_id, session_id, row.end_reason or reason)
+            db.execute(delete(GpuClaim).where(GpuClaim.session_id == row.id))
+            db.execute(delete(PortClaim).where(PortClaim.session_id == row.id))
+            transition(
+                db,
+                row.id,
+                [SessionStatus.STOPPING],
+                teardown.final,
+                owner=self.worker_id,
+                ended_at=self.clock(),
+            )
+            row = db.get_one(SessionRow, row.id)
+            db.refresh(row)
+        self.runtime.discard(row.id)
+        log.info("session %s of %s ended (%s): %s", row.id, row.user_id, row.status, reason)
+        self._run_hooks(self.end_hooks, row.user_id, row.id, reason)
+        return row
+
+    def _wait_ended(self, session_id: str) -> SessionRow:
+        """The session once another caller's teardown has finished (or the wait ran out)."""
+        deadline = time.monotonic() + self.settings.stop_grace_period + 60
+        row = self.get(session_id)
+        while row.status in ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.05)
+            row = self.get(session_id)
         return row
 
     @staticmethod
@@ -421,25 +591,24 @@ class SessionService:
             except Exception:
                 log.exception("session hook %r failed", hook)
 
-    def finish_abandoned(self, session_id: str, reason: str) -> None:
-        """Release a session whose owner process died (called by the reconciler)."""
-        with self._busy_guard(session_id):
-            self._release(session_id, SessionStatus.FAILED, reason)
-
     def is_busy(self, session_id: str) -> bool:
+        """Whether this process is still creating the session."""
         with self._busy_lock:
             return session_id in self._busy
 
     # --------------------------------------------------------------- helpers
+    def _not_busy(self, session_id: str) -> None:
+        with self._busy_lock:
+            self._busy.discard(session_id)
+
     @contextmanager
-    def _busy_guard(self, session_id: str) -> Iterator[None]:
+    def busy(self, session_id: str) -> Iterator[None]:
         with self._busy_lock:
             self._busy.add(session_id)
         try:
             yield
         finally:
-            with self._busy_lock:
-                self._busy.discard(session_id)
+            self._not_busy(session_id)
 
     def _remove_container(self, row: SessionRow) -> None:
         target = row.container_id
@@ -462,20 +631,12 @@ class SessionService:
         if found.labels.get(SESSION_LABEL) != session_id:
             self.runtime.remove(found.id, 0)
 
-    def _still_starting(self, row: SessionRow) -> None:
-        if row.status != SessionStatus.STARTING:
-            raise Conflict(f"session {row.id} was ended while starting ({row.end_reason})")
-
-    def ssh_probe_address(self) -> str:
-        bind = self.settings.ssh_bind_address
-        return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind, bind)
-
     def ensure_user(self, db: Db, user_id: str) -> User:
         user = db.get(User, user_id)
         if user is not None:
             return user
         taken = set(db.scalars(select(User.uid)))
-        adopted = self.files.existing_workspace_owner(user_id)
+        adopted = self.runtime.workspace_owner(user_id)
         if adopted is not None and adopted >= self.settings.uid_base and adopted not in taken:
             uid = adopted
         else:
@@ -497,4 +658,4 @@ class SessionService:
             )
 
 
-__all__ = ["CreatedSession", "SessionRequest", "SessionService"]
+__all__ = ["CreatedSession", "Reservation", "SessionRequest", "SessionService"]

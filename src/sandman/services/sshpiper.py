@@ -89,30 +89,50 @@ class SshPiperConfig:
         self.sessions = sessions
         self.identity_key = identity_key
         self.upstream_key = path.parent / "sandman-upstream-key"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer
+        self._state = threading.Lock()  # guards the two counters
+        self._requested = 0  # changes asked for
+        self._written = 0  # changes the file on disk covers
 
     def sync(self) -> None:
-        """Rewrite ``pipe.yaml`` from the running sessions."""
-        with self.sessions.db.transaction() as db:
-            rows = list(
-                db.scalars(select(SessionRow).where(SessionRow.status == SessionStatus.RUNNING))
-            )
-        pipes = [
-            Pipe(
-                user_id=row.user_id,
-                authorized_keys=list(row.authorized_keys),
-                host=self.sessions.ssh_probe_address(),
-                port=row.ssh_port,
-                host_public_key=row.host_public_key,
-            )
-            for row in rows
-            if row.ssh_port and row.host_public_key
-        ]
+        """Rewrite ``pipe.yaml`` from a snapshot of the running sessions.
+
+        One writer at a time, and each write reads its snapshot after the
+        changes that asked for it: a caller whose change an earlier write
+        already covered returns at once, so a burst of changes costs a few
+        writes, and an older snapshot never overwrites a newer file.
+        """
+        with self._state:
+            self._requested += 1
+            wanted = self._requested
         with self._lock:
+            if self._written >= wanted:
+                return
+            with self._state:
+                covering = self._requested
+            pipes = self._snapshot()
             # Written like pipe.yaml (private from creation on), and again
             # whenever the gateway's identity key has changed.
             key = self.identity_key.read_text()
             if not self.upstream_key.exists() or self.upstream_key.read_text() != key:
                 write_atomically(self.upstream_key, key, 0o400)
             write_atomically(self.path, render_pipes(pipes, self.upstream_key), 0o600)
+            self._written = covering
         log.debug("sshpiper config: %d pipes", len(pipes))
+
+    def _snapshot(self) -> list[Pipe]:
+        with self.sessions.db.read() as db:
+            rows = list(
+                db.scalars(select(SessionRow).where(SessionRow.status == SessionStatus.RUNNING))
+            )
+        return [
+            Pipe(
+                user_id=row.user_id,
+                authorized_keys=list(row.authorized_keys),
+                host=row.endpoint_host,
+                port=row.endpoint_port,
+                host_public_key=row.host_public_key,
+            )
+            for row in rows
+            if row.endpoint_host and row.endpoint_port and row.host_public_key
+        ]

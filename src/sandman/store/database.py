@@ -1,8 +1,10 @@
 """Engine, transactions and schema migrations.
 
-SQLite (the default) runs in WAL mode and takes its write lock at the start of
-every transaction (``BEGIN IMMEDIATE``), so concurrent allocations queue instead
-of failing half-way; PostgreSQL relies on the schema's unique constraints and
+SQLite (the default) runs in WAL mode. A write transaction (``transaction()``)
+takes the write lock at its start (``BEGIN IMMEDIATE``), so concurrent
+allocations queue instead of failing half-way; a read (``read()``) starts a
+deferred transaction on a WAL snapshot and never waits for a writer.
+PostgreSQL relies on the schema's unique constraints and row compare-and-set;
 callers retry on ``IntegrityError``.
 """
 
@@ -19,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+READ_ONLY = "sandman_read_only"
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -34,7 +37,10 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Database:
@@ -56,6 +62,10 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        self.is_sqlite = url.startswith("sqlite")
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (run at every start)."""
@@ -69,6 +79,12 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A unit of work: committed on success, rolled back on any error."""
         with self._factory() as db, db.begin():
+            yield db
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only unit of work: one consistent snapshot, no write lock taken."""
+        with self._read_factory() as db, db.begin():
             yield db
 
     def ping(self) -> None:

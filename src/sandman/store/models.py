@@ -93,8 +93,13 @@ class Session(Base):
     end_reason: Mapped[str | None] = mapped_column(Text)
     stop_status: Mapped[str | None] = mapped_column(String(16))  # final status once stopped
     worker_id: Mapped[str | None] = mapped_column(String(64))
+    # Bumped by every status change; a change is a compare-and-set on it.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    endpoint_host: Mapped[str | None] = mapped_column(String(255))  # where sshd answers
+    endpoint_port: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
+        Index("ix_sessions_created_at_id", "created_at", "id"),
         Index(
             "uq_sessions_one_active_per_user",
             "user_id",
@@ -106,23 +111,34 @@ class Session(Base):
 
 
 class GpuClaim(Base):
-    """A unit of a GPU (a memory slice, the media engines, or the whole GPU) held by a session."""
+    """A unit of a GPU (a memory slice, the media engines, or the whole GPU) held by a
+    session, or for the length of an admin operation (``held_by``, no session)."""
 
     __tablename__ = "gpu_claims"
     gpu_uuid: Mapped[str] = mapped_column(String(96), primary_key=True)
     unit: Mapped[str] = mapped_column(String(16), primary_key=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"), index=True)
     start: Mapped[int] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
     profile: Mapped[str | None] = mapped_column(String(32))
     instance_uuid: Mapped[str | None] = mapped_column(String(96))
     created_instance: Mapped[bool] = mapped_column(default=False)
+    held_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class PortClaim(Base):
     __tablename__ = "port_claims"
     port: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+
+
+class Lease(Base):
+    """A named duty that one process holds at a time (e.g. the reconciler), until it expires."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Worker(Base):

@@ -57,8 +57,14 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
     assert container.labels["sandman.managed"] == "true"
     assert container.name.endswith("-alice")
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-    assert set(mounts) == {"/workspace", "/etc/sandman/ssh", "/etc/passwd", "/etc/group"}
-    assert mounts["/workspace"]["RW"] and not mounts["/etc/sandman/ssh"]["RW"]
+    ssh_files = {"ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys"}
+    assert set(mounts) == {
+        "/workspace",
+        "/etc/passwd",
+        "/etc/group",
+        *(f"/etc/sandman/ssh/{name}" for name in (*ssh_files, "sshd_session.conf")),
+    }
+    assert [path for path, m in mounts.items() if m["RW"]] == ["/workspace"]
     assert all("docker.sock" not in m["Source"] for m in mounts.values())
     (binding,) = host_config["PortBindings"]["2222/tcp"]
     assert binding["HostIp"] == "127.0.0.1" and 10000 <= int(binding["HostPort"]) <= 20000
@@ -100,7 +106,7 @@ def test_workspace_persists_and_users_are_isolated(harness: Harness, tmp_path: P
     result = ssh(again, key2, "cat /workspace/notes.txt; id -u")
     assert result.stdout.split() == ["secret", result.stdout.split()[1]]
     assert again["ssh_host_public_key"] == alice["ssh_host_public_key"]  # known_hosts stays valid
-    workspace = harness.core.files.workspace("alice")
+    workspace = harness.core.runtime.files.workspace("alice")
     assert (workspace / "notes.txt").read_text() == "secret\n"
 
 
@@ -114,7 +120,7 @@ def test_delete_reclaims_everything_and_keeps_the_workspace(harness: Harness) ->
     assert ended["status"] == "deleted" and ended["ended_at"] and ended["end_reason"]
     assert harness.containers() == []
     assert _claims(harness) == ([], [])
-    assert harness.core.files.workspace("carol").is_dir()
+    assert harness.core.runtime.files.workspace("carol").is_dir()
     listed = harness.client.get("/sessions", headers=harness.headers).json()
     assert listed == []
     everything = harness.client.get("/sessions?status=all", headers=harness.headers).json()
@@ -206,7 +212,11 @@ def test_engine_unreachable_is_503_and_writes_nothing(make_harness) -> None:  # 
     from sandman.runtime.docker import DockerRuntime
 
     harness = make_harness()
-    harness.core.sessions.runtime = DockerRuntime(base_url="unix:///nonexistent/docker.sock")
+    harness.core.sessions.runtime = DockerRuntime(
+        harness.core.runtime.files,  # type: ignore[attr-defined]
+        harness.core.settings.network_name,
+        base_url="unix:///nonexistent/docker.sock",
+    )
     harness.core.runtime = harness.core.sessions.runtime
     response = harness.create("henry")
     assert response.status_code == 503, response.text

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.fakes.runtime import FakeRuntime
 
 from sandman.config import Settings
 from sandman.errors import CapacityExhausted, SessionConflict
 from sandman.gpu.inventory import make_inventory
-from sandman.runtime.docker import DockerRuntime
-from sandman.services.files import SessionFiles
+from sandman.services.host_keys import HostKeys
 from sandman.services.requests import SessionRequest
 from sandman.services.sessions import SessionService
 from sandman.store.database import Database
@@ -71,8 +71,9 @@ def _service(url: str, tmp_path: Path, worker: str) -> SessionService:
     db = Database(url)
     db.migrate()
     return SessionService(
-        settings, db, DockerRuntime(), make_inventory("simulated", topology="a100-40gb-7x1g"),
-        SessionFiles(tmp_path, tmp_path / "ws"), deployment_id="pg-test", worker_id=worker,
+        settings, db, FakeRuntime(publishes_ports=True),
+        make_inventory("simulated", topology="a100-40gb-7x1g"),
+        HostKeys(tmp_path), deployment_id="pg-test", worker_id=worker,
     )  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sandman.gpu.types import GpuDevice, MigInstance, MigMode
-from sandman.runtime.base import ContainerState
+from sandman.runtime.base import SESSION_LABEL, ContainerState
 from sandman.services.reaper import expired
 from sandman.services.reconciler import container_verdict, orphan_instances
 from sandman.store.models import GpuClaim
@@ -32,11 +32,15 @@ def test_expired_picks_only_active_sessions_past_their_ttl() -> None:
 
 def test_container_verdicts() -> None:
     row = _row("running", timedelta(minutes=5))
-    alive = ContainerState("c1", "n", {}, running=True, status="running")
-    dead = ContainerState("c1", "n", {}, running=False, status="exited", exit_code=137)
+    ours = {SESSION_LABEL: row.id}
+    alive = ContainerState("c1", "n", ours, running=True, status="running")
+    dead = ContainerState("c1", "n", ours, running=False, status="exited", exit_code=137)
     assert container_verdict(row, alive) is None
     assert "vanished" in (container_verdict(row, None) or "")
     assert "137" in (container_verdict(row, dead) or "")
+    # a container of the same name that another session started is not this one's
+    other = ContainerState("c2", "n", {SESSION_LABEL: "other"}, running=True, status="running")
+    assert "vanished" in (container_verdict(row, other) or "")
 
 
 def _device(mode: MigMode, *instances: MigInstance) -> GpuDevice:

@@ -9,10 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sandman.api.routes.deps import sandman
 from sandman.core import Sandman
-from sandman.errors import Conflict, NotFound
 from sandman.gpu.catalogue import GpuModel, MigProfile, find_model
 from sandman.gpu.planner import free_summary
-from sandman.gpu.topology import place_instances
 from sandman.gpu.types import GpuDevice, MigMode
 
 router = APIRouter(tags=["gpus"])
@@ -93,13 +91,6 @@ def _gpu_out(device: GpuDevice, owners: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _device(app: Sandman, gpu_uuid: str) -> GpuDevice:
-    for device in app.inventory.devices():
-        if device.uuid == gpu_uuid:
-            return device
-    raise NotFound(f"no GPU {gpu_uuid!r}")
-
-
 @router.get("/gpus")
 def list_gpus(app: App) -> dict[str, Any]:
     owners = app.sessions.claimed_by()
@@ -163,27 +154,7 @@ def available(app: App) -> dict[str, Any]:
 @router.post("/gpus/{gpu_uuid}/mig", status_code=status.HTTP_201_CREATED)
 def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[str, Any]:
     """Create MIG instances (for the static strategy); the whole list or nothing."""
-    device = _device(app, gpu_uuid)
-    model = find_model(device.model)
-    if model is None or not model.mig_capable or device.mig_mode == MigMode.DISABLED:
-        raise Conflict(f"GPU {gpu_uuid} does not have MIG enabled")
-    if device.mig_mode == MigMode.DYNAMIC:
-        raise Conflict(
-            f"GPU {gpu_uuid} uses the dynamic strategy: Sandman creates and destroys its MIG "
-            "instances on demand; switch it to static to manage instances by hand"
-        )
-    existing = [f"{i.profile}@{i.start}" for i in device.instances]
-    placed = place_instances(model, existing + body.profiles, f"GPU {gpu_uuid}")
-    taken = {(i.profile, i.start) for i in device.instances}
-    planned = [(p.profile, p.start) for p in placed if (p.profile, p.start) not in taken]
-    created = []
-    try:
-        for name, start in planned:
-            created.append(app.inventory.create_instance(gpu_uuid, name, start))
-    except BaseException:
-        for instance in created:
-            app.inventory.destroy_instance(gpu_uuid, instance.uuid)
-        raise
+    created = app.gpus.create_instances(gpu_uuid, body.profiles)
     return {
         "created": [
             {"uuid": i.uuid, "profile": i.profile, "start": i.start, "size": i.size}
@@ -194,11 +165,5 @@ def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[s
 
 @router.delete("/gpus/{gpu_uuid}/mig/{instance_uuid}")
 def destroy_mig_instance(gpu_uuid: str, instance_uuid: str, app: App) -> dict[str, Any]:
-    device = _device(app, gpu_uuid)
-    if not any(i.uuid == instance_uuid for i in device.instances):
-        raise NotFound(f"no MIG instance {instance_uuid!r} on GPU {gpu_uuid}")
-    owner = app.sessions.claimed_by().get(instance_uuid)
-    if owner:
-        raise Conflict(f"MIG instance {instance_uuid} is allocated to session {owner}")
-    app.inventory.destroy_instance(gpu_uuid, instance_uuid)
+    app.gpus.destroy_instance(gpu_uuid, instance_uuid)
     return {"message": f"MIG instance {instance_uuid} destroyed"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from sandman.api.routes.deps import sandman
 from sandman.api.schemas import (
@@ -29,17 +29,38 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
     return session_out(
         row,
         app.settings,
-        str(app.files.workspace_root / row.user_id),
+        str(app.settings.effective_workspace_root / row.user_id),
         app.inventory.simulated,
         app.gateway_port,
         app.gateway_host_key,
     )
 
 
-@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=CreatedSessionOut)
-def create_session(body: CreateSessionBody, app: App) -> dict[str, Any]:
+@router.post(
+    "/sessions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CreatedSessionOut,
+    responses={
+        202: {
+            "model": CreatedSessionOut,
+            "description": "With ``wait=false``: the session is reserved and ``starting``; "
+            "poll the ``Location`` header's URL until it is ``running``.",
+        },
+        503: {"description": "No GPU resource, port or session starter is free now."},
+    },
+)
+async def create_session(
+    body: CreateSessionBody,
+    app: App,
+    request: Request,
+    response: Response,
+    wait: Annotated[
+        bool,
+        Query(description="true: answer 201 once sshd answers; false: 202 at once"),
+    ] = True,
+) -> dict[str, Any]:
     """Start a container for ``user_id``; returns once its sshd accepts connections."""
-    created = app.sessions.create(
+    created = await app.creator.create(
         SessionRequest(
             user_id=body.user_id,
             ttl_minutes=body.ttl_minutes,
@@ -56,21 +77,33 @@ def create_session(body: CreateSessionBody, app: App) -> dict[str, Any]:
             team=body.team,
             project=body.project,
             labels=dict(body.labels),
-        )
+        ),
+        wait_ready=wait,
     )
     out = _out(app, created.session)
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
+    if not wait:
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.session.id}"
     return out
 
 
 @router.get("/sessions", response_model=list[SessionOut])
 def list_sessions(
     app: App,
+    response: Response,
     status: Annotated[str, Query(description="active (default), all, or one status")] = "active",
     user_id: str | None = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="At most this many (default: all)")
+    ] = None,
+    offset: Annotated[int, Query(ge=0, description="Skip this many first")] = 0,
 ) -> list[dict[str, Any]]:
-    return [_out(app, row) for row in app.sessions.list_sessions(status, user_id)]
+    """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``."""
+    rows, total = app.sessions.page(status, user_id, limit, offset)
+    response.headers["X-Total-Count"] = str(total)
+    return [_out(app, row) for row in rows]
 
 
 @router.get("/sessions/stats")
@@ -103,12 +136,12 @@ def extend_session(session_id: str, body: ExtendSessionBody, app: App) -> dict[s
 @router.delete("/sessions/{session_id}")
 def delete_session(session_id: str, app: App) -> dict[str, Any]:
     """End the session and reclaim container, GPU slice and port; idempotent."""
-    row = app.sessions.end(session_id, SessionStatus.DELETED, "deleted through the API")
+    row = app.sessions.end(session_id, SessionStatus.DELETED, "deleted through the API", wait=True)
     return {"message": f"session {session_id} ended", "session": _out(app, row)}
 
 
 @router.delete("/sessions")
 def delete_all_sessions(app: App) -> dict[str, Any]:
-    """Emergency clean-up: end every active session."""
+    """End every active session, ``delete_concurrency`` at a time."""
     ended = app.sessions.end_all("all sessions deleted through the API")
     return {"message": f"{len(ended)} sessions ended", "ended": [row.id for row in ended]}

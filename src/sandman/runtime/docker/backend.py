@@ -1,10 +1,16 @@
-"""Docker backend: every SDK call is short, idempotent and mapped to domain errors."""
+"""Docker backend: every SDK call is short, idempotent and mapped to domain errors.
+
+Files and the workspace reach a container as bind mounts of host paths
+(``HostFiles``); sshd is published on a host port, and the endpoint Sandman
+reports is that port on loopback, or the container's own address on the
+session network (``upstream="network"``, for a gateway running in a container).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -12,7 +18,14 @@ import docker.errors
 import requests.exceptions
 
 from sandman.errors import RuntimeFailure, RuntimeUnavailable
-from sandman.runtime.base import ContainerSpec, ContainerState
+from sandman.runtime.base import (
+    SSHD_PORT,
+    ContainerState,
+    Endpoint,
+    ExecResult,
+    SessionLaunch,
+)
+from sandman.runtime.docker.files import HostFiles
 from sandman.runtime.docker.spec import container_kwargs
 
 log = logging.getLogger(__name__)
@@ -26,26 +39,63 @@ UNREACHABLE = (
 )
 
 
-def _state(container: Any) -> ContainerState:
-    attrs = container.attrs
+TIMED_OUT = 124  # coreutils timeout's exit status
+
+
+def loopback_for(bind_address: str) -> str:
+    """Where the host reaches a port published on ``bind_address``."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(bind_address, bind_address)
+
+
+def published_port(attrs: dict[str, Any]) -> int | None:
+    bindings = (attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{SSHD_PORT}/tcp")
+    for binding in bindings or []:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    return None
+
+
+def state_from_attrs(attrs: dict[str, Any], bind_address: str, upstream: str) -> ContainerState:
+    """A container's ``docker inspect`` document as a ``ContainerState`` (pure)."""
     state = attrs.get("State", {})
     networks = attrs.get("NetworkSettings", {}).get("Networks", {}) or {}
     ip = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
+    port = published_port(attrs)
+    endpoint = None
+    if upstream == "network" and ip:
+        endpoint = Endpoint(ip, SSHD_PORT)
+    elif port is not None:
+        endpoint = Endpoint(loopback_for(bind_address), port)
     return ContainerState(
-        id=container.id,
-        name=attrs.get("Name", "").lstrip("/") or container.name,
+        id=str(attrs.get("Id", "")),
+        name=attrs.get("Name", "").lstrip("/"),
         labels=dict(attrs.get("Config", {}).get("Labels") or {}),
         running=bool(state.get("Running")),
         status=str(state.get("Status", "unknown")),
         exit_code=state.get("ExitCode"),
         ip_address=ip,
+        endpoint=endpoint,
     )
 
 
 class DockerRuntime:
-    """``ContainerRuntime`` on a local Docker engine."""
+    """``SessionRuntime`` on a local Docker engine."""
 
-    def __init__(self, base_url: str | None = None, timeout: int = 60) -> None:
+    publishes_ports = True
+
+    def __init__(
+        self,
+        files: HostFiles,
+        network: str,
+        bind_address: str = "127.0.0.1",
+        upstream: str = "published",
+        base_url: str | None = None,
+        timeout: int = 60,
+    ) -> None:
+        self.files = files
+        self.network = network
+        self.bind_address = bind_address
+        self.upstream = upstream
         self._base_url = base_url
         self._timeout = timeout
         self._client: Any = None
@@ -77,7 +127,19 @@ class DockerRuntime:
     def ping(self) -> None:
         self._call("answer a ping", lambda: self.client.ping())
 
-    def ensure_network(self, name: str) -> None:
+    def _state(self, container: Any) -> ContainerState:
+        return state_from_attrs(container.attrs, self.bind_address, self.upstream)
+
+    def workspace_owner(self, user_id: str) -> int | None:
+        return self.files.existing_workspace_owner(user_id)
+
+    def discard(self, session_id: str) -> None:
+        self.files.discard(session_id)
+
+    def prepare(self) -> None:
+        """Create the isolated session network if missing (no inter-container traffic)."""
+        name = self.network
+
         def ensure() -> None:
             found = self.client.networks.list(names=[name])
             existing = [n for n in found if n.name == name]
@@ -103,10 +165,10 @@ class DockerRuntime:
 
         self._call(f"create network {name}", ensure)
 
-    def start(self, spec: ContainerSpec) -> ContainerState:
-        kwargs = container_kwargs(spec)
-
+    def start(self, launch: SessionLaunch) -> ContainerState:
         def create_and_start() -> ContainerState:
+            mounts = self.files.write(launch)
+            kwargs = container_kwargs(launch, mounts, self.network, self.bind_address)
             container = self.client.containers.create(**kwargs)
             try:
                 container.start()
@@ -114,9 +176,13 @@ class DockerRuntime:
             except BaseException:
                 self._force_remove(container.id)
                 raise
-            return _state(container)
+            return self._state(container)
 
-        return self._call(f"start container {spec.name}", create_and_start)
+        try:
+            return self._call(f"start container {launch.name}", create_and_start)
+        except BaseException:
+            self.files.discard(launch.session_id)
+            raise
 
     def _force_remove(self, name_or_id: str) -> None:
         try:
@@ -142,7 +208,7 @@ class DockerRuntime:
     def inspect(self, name_or_id: str) -> ContainerState | None:
         def get() -> ContainerState | None:
             try:
-                return _state(self.client.containers.get(name_or_id))
+                return self._state(self.client.containers.get(name_or_id))
             except docker.errors.NotFound:
                 return None
 
@@ -176,3 +242,22 @@ class DockerRuntime:
             return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
         return self._call(f"read logs of {name_or_id}", get)
+
+    def exec(self, name_or_id: str, argv: Sequence[str], user: str, timeout: float) -> ExecResult:
+        """``docker exec`` under coreutils' ``timeout``, so a hung command is killed inside."""
+        seconds = f"{max(timeout, 0.1):g}"
+        wrapped = ["timeout", "-k", "2", seconds, *argv]
+
+        def run() -> ExecResult:
+            try:
+                exec_id = self.client.api.exec_create(
+                    name_or_id, wrapped, user=user, stdout=True, stderr=True, stdin=False
+                )["Id"]
+            except docker.errors.NotFound:
+                raise RuntimeFailure(f"no container {name_or_id} to run a command in") from None
+            raw = self.client.api.exec_start(exec_id, demux=False)
+            code = self.client.api.exec_inspect(exec_id).get("ExitCode")
+            output = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+            return ExecResult(None if code == TIMED_OUT else code, output)
+
+        return self._call(f"run a command in {name_or_id}", run)

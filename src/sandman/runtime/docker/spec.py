@@ -1,10 +1,12 @@
-"""Translate a ``ContainerSpec`` into Docker SDK arguments (pure, unit-tested)."""
+"""Translate a ``SessionLaunch`` into Docker SDK arguments (pure, unit-tested)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sandman.runtime.base import ContainerSpec
+from sandman.runtime.base import SSHD_PORT, SessionLaunch
+from sandman.runtime.docker.files import Mount
 
 
 def parse_size(value: str) -> int:
@@ -16,43 +18,50 @@ def parse_size(value: str) -> int:
     return int(text)
 
 
-def container_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+def container_kwargs(
+    launch: SessionLaunch, mounts: Sequence[Mount], network: str, bind_address: str
+) -> dict[str, Any]:
     """Arguments for ``client.containers.create`` that harden the container.
 
     No capabilities, no privilege escalation, an init process to reap zombies,
-    limits on CPU, memory and processes, and ports published only where asked.
+    limits on CPU, memory and processes, and sshd published only where asked.
     """
-    from docker.types import DeviceRequest, Mount
+    from docker.types import DeviceRequest
+    from docker.types import Mount as DockerMount
 
     kwargs: dict[str, Any] = {
-        "image": spec.image,
-        "command": list(spec.command),
-        "name": spec.name,
-        "hostname": spec.hostname,
-        "user": spec.user,
-        "environment": dict(spec.environment),
-        "labels": dict(spec.labels),
+        "image": launch.image,
+        "command": list(launch.command),
+        "name": launch.name,
+        "hostname": launch.hostname,
+        "user": launch.user,
+        "environment": dict(launch.environment),
+        "labels": dict(launch.labels),
         "detach": True,
         "init": True,
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
-        "pids_limit": spec.pids_limit,
-        "nano_cpus": int(spec.cpus * 1e9),
-        "mem_limit": parse_size(spec.memory),
-        "shm_size": spec.shm_size,
-        "network": spec.network,
+        "pids_limit": launch.pids_limit,
+        "nano_cpus": int(launch.cpus * 1e9),
+        "mem_limit": parse_size(launch.memory),
+        "shm_size": launch.shm_size,
+        "network": network,
         "mounts": [
-            Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-            for m in spec.mounts
+            DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+            for m in mounts
         ],
-        "ports": {f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in spec.ports},
+        "ports": (
+            {f"{SSHD_PORT}/tcp": (bind_address, launch.host_port)}
+            if launch.host_port is not None
+            else {}
+        ),
         "restart_policy": {"Name": "no"},
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
     }
-    if spec.gpu_device_ids:
+    if launch.gpu.real and launch.gpu.device_ids:
         kwargs["device_requests"] = [
             DeviceRequest(
-                driver="nvidia", device_ids=list(spec.gpu_device_ids), capabilities=[["gpu"]]
+                driver="nvidia", device_ids=list(launch.gpu.device_ids), capabilities=[["gpu"]]
             )
         ]
     return kwargs

@@ -1,0 +1,151 @@
+"""A session runtime in memory, for unit tests of the services: no root, no Docker.
+
+It behaves like the contract says (``start`` leaves nothing behind on failure,
+``remove`` of a gone container succeeds) and lets a test break it on purpose:
+an unreachable engine, a start that fails or hangs, a container that dies or
+vanishes, sshd that never answers. Every call is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from sandman.errors import RuntimeFailure, RuntimeUnavailable
+from sandman.runtime.base import (
+    SSHD_PORT,
+    ContainerState,
+    Endpoint,
+    ExecResult,
+    SessionLaunch,
+)
+
+
+@dataclass
+class FakeContainer:
+    state: ContainerState
+    launch: SessionLaunch
+
+
+class FakeRuntime:
+    def __init__(self, publishes_ports: bool = False) -> None:
+        self.publishes_ports = publishes_ports
+        self.containers: dict[str, FakeContainer] = {}
+        self.calls: Counter[str] = Counter()
+        self.removed: Counter[str] = Counter()  # container id -> remove calls that found it
+        self.discarded: Counter[str] = Counter()  # session id -> discard calls
+        self.exec_log: list[tuple[str, list[str], str]] = []
+        self.unreachable = False
+        self.start_error: Exception | None = None
+        self.start_gate: threading.Event | None = None  # start blocks until it is set
+        self.sshd_answers = True
+        self.lock = threading.Lock()
+
+    # ------------------------------------------------------------ test controls
+    def kill(self, name_or_id: str, exit_code: int = 137) -> None:
+        """The container's process dies (it stays, exited)."""
+        with self.lock:
+            found = self._find(name_or_id)
+            assert found is not None, name_or_id
+            found.state = replace(found.state, running=False, status="exited", exit_code=exit_code)
+
+    def vanish(self, name_or_id: str) -> None:
+        """The container disappears behind Sandman's back."""
+        with self.lock:
+            found = self._find(name_or_id)
+            assert found is not None, name_or_id
+            del self.containers[found.state.id]
+
+    def running(self) -> list[ContainerState]:
+        with self.lock:
+            return [c.state for c in self.containers.values() if c.state.running]
+
+    def probe(self, host: str, port: int) -> bool:
+        """The readiness probe: sshd answers at a running container's endpoint."""
+        with self.lock:
+            found = self._find(host)
+            return bool(found and found.state.running and self.sshd_answers)
+
+    # ---------------------------------------------------------------- contract
+    def _find(self, name_or_id: str) -> FakeContainer | None:
+        if name_or_id in self.containers:
+            return self.containers[name_or_id]
+        return next((c for c in self.containers.values() if c.state.name == name_or_id), None)
+
+    def _check(self, what: str) -> None:
+        self.calls[what] += 1
+        if self.unreachable:
+            raise RuntimeUnavailable(f"the fake engine does not answer ({what})")
+
+    def ping(self) -> None:
+        self._check("ping")
+
+    def prepare(self) -> None:
+        self._check("prepare")
+
+    def workspace_owner(self, user_id: str) -> int | None:
+        return None
+
+    def start(self, launch: SessionLaunch) -> ContainerState:
+        self._check("start")
+        if self.start_gate is not None and not self.start_gate.wait(timeout=30):
+            raise RuntimeFailure("the fake start hung past 30 s")
+        if self.start_error is not None:
+            raise self.start_error
+        with self.lock:
+            if self._find(launch.name) is not None:
+                raise RuntimeFailure(f"a container named {launch.name} exists")
+            state = ContainerState(
+                id=uuid.uuid4().hex,
+                name=launch.name,
+                labels=dict(launch.labels),
+                running=True,
+                status="running",
+                ip_address="10.88.0.2",
+                endpoint=Endpoint(launch.name, SSHD_PORT),
+            )
+            self.containers[state.id] = FakeContainer(state, launch)
+            return state
+
+    def remove(self, name_or_id: str, grace_seconds: float) -> None:
+        self._check("remove")
+        with self.lock:
+            found = self._find(name_or_id)
+            if found is not None:
+                self.removed[found.state.id] += 1
+                del self.containers[found.state.id]
+
+    def discard(self, session_id: str) -> None:
+        self.calls["discard"] += 1
+        with self.lock:
+            self.discarded[session_id] += 1
+
+    def inspect(self, name_or_id: str) -> ContainerState | None:
+        self._check("inspect")
+        with self.lock:
+            found = self._find(name_or_id)
+            return found.state if found else None
+
+    def list(self, labels: dict[str, str]) -> list[ContainerState]:
+        self._check("list")
+        with self.lock:
+            return [
+                c.state
+                for c in self.containers.values()
+                if all(c.state.labels.get(k) == v for k, v in labels.items())
+            ]
+
+    def logs(self, name_or_id: str, tail: int = 50) -> str:
+        return "fake logs"
+
+    def exec(self, name_or_id: str, argv: Sequence[str], user: str, timeout: float) -> ExecResult:
+        self._check("exec")
+        with self.lock:
+            found = self._find(name_or_id)
+            if found is None or not found.state.running:
+                raise RuntimeFailure(f"no running container {name_or_id}")
+            self.exec_log.append((name_or_id, list(argv), user))
+        return ExecResult(0, "")
