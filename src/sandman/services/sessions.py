@@ -39,7 +39,7 @@ from sandman.errors import (
     SessionConflict,
 )
 from sandman.gpu.planner import plan
-from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuInventory
+from sandman.gpu.types import Allocation, Claim, GpuInventory
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
     SESSION_LABEL,
@@ -215,13 +215,12 @@ class SessionService:
         if request.ssh_public_keys is not None and not keys:
             raise InvalidRequest("ssh_public_keys is empty: give at least one key or omit it")
         self.runtime.ping()  # refuse before writing anything when the runtime is down
-        devices = self.inventory.devices()
         session_id = str(uuid.uuid4())
         with self._busy_lock:
             self._busy.add(session_id)
         try:
             row, allocations, private_key = self._reserve(
-                session_id, user_id, request, ttl, image, cpus, memory, keys, devices
+                session_id, user_id, request, ttl, image, cpus, memory, keys
             )
         except BaseException:
             self._not_busy(session_id)
@@ -259,9 +258,14 @@ class SessionService:
         cpus: float,
         memory: str,
         keys: list[str],
-        devices: list[GpuDevice],
     ) -> tuple[SessionRow, list[Allocation], str | None]:
-        """Commit the session row with its GPU units and port, or explain why not."""
+        """Commit the session row with its GPU units and port, or explain why not.
+
+        What is held (the claims) is read before what exists (the devices), both
+        inside the transaction: an instance an admin destroys meanwhile is either
+        still claimed by the admin when the claims are read, or already gone when
+        the devices are.
+        """
         for attempt in range(RESERVE_ATTEMPTS):
             try:
                 with self.db.transaction() as db:
@@ -274,6 +278,7 @@ class SessionService:
                         pair = generate_key_pair(f"{user_id}@sandman")
                         keys, private_key = [pair.public_openssh], pair.private_openssh
                     claims = claims_from_rows(list(db.scalars(select(GpuClaim))))
+                    devices = self.inventory.devices()
                     allocations = plan(
                         request.gpu,
                         devices,

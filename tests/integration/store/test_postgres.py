@@ -12,9 +12,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,12 @@ from sqlalchemy import select
 from tests.fakes.runtime import FakeRuntime
 
 from sandman.config import Settings
+from sandman.domain import SessionStatus
 from sandman.errors import CapacityExhausted, SessionConflict
 from sandman.gpu.inventory import make_inventory
+from sandman.gpu.types import GpuRequest
 from sandman.services.host_keys import HostKeys
+from sandman.services.reconciler import Reconciler
 from sandman.services.requests import SessionRequest
 from sandman.services.sessions import SessionService
 from sandman.store.database import Database
@@ -66,12 +71,14 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _service(url: str, tmp_path: Path, worker: str) -> SessionService:
-    settings = Settings(database_url=url, data_dir=tmp_path, admin_token="t")
+def _service(
+    url: str, tmp_path: Path, worker: str, runtime: FakeRuntime | None = None
+) -> SessionService:
+    settings = Settings(database_url=url, data_dir=tmp_path, admin_token="t", stop_grace_period=0)
     db = Database(url)
     db.migrate()
     return SessionService(
-        settings, db, FakeRuntime(publishes_ports=True),
+        settings, db, runtime or FakeRuntime(publishes_ports=True),
         make_inventory("simulated", topology="a100-40gb-7x1g"),
         HostKeys(tmp_path), deployment_id="pg-test", worker_id=worker,
     )  # fmt: skip
@@ -79,7 +86,6 @@ def _service(url: str, tmp_path: Path, worker: str) -> SessionService:
 
 def test_two_processes_never_share_a_slice_or_port(postgres_url: str, tmp_path: Path) -> None:
     services = [_service(postgres_url, tmp_path, f"w{i}") for i in range(2)]
-    devices = services[0].inventory.devices()
 
     def reserve(i: int) -> str:
         service = services[i % 2]
@@ -87,7 +93,7 @@ def test_two_processes_never_share_a_slice_or_port(postgres_url: str, tmp_path: 
         try:
             row, _, _ = service._reserve(
                 f"00000000-0000-0000-0000-{i:012d}", request.user_id, request, 60,
-                "sandman-workspace:latest", 1.0, "1g", [], devices,
+                "sandman-workspace:latest", 1.0, "1g", [],
             )  # fmt: skip
         except CapacityExhausted:
             return "full"
@@ -111,5 +117,63 @@ def test_two_processes_never_share_a_slice_or_port(postgres_url: str, tmp_path: 
         request = SessionRequest(user_id=holder)
         services[1]._reserve(
             "00000000-0000-0000-0000-999999999999", holder, request, 60,
-            "sandman-workspace:latest", 1.0, "1g", [], devices,
+            "sandman-workspace:latest", 1.0, "1g", [],
         )  # fmt: skip
+
+
+def test_concurrent_enders_in_two_processes_tear_down_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A DELETE, the reaper and a reconciler in another process race to end one session."""
+    runtime = FakeRuntime(publishes_ports=True)
+    services = [_service(postgres_url, tmp_path, f"e{i}", runtime) for i in range(2)]
+    teardowns: list[str] = []
+    for service in services:
+        service.stop_hooks.append(lambda _user, session, _why: teardowns.append(session))
+    for round_ in range(5):
+        user = f"ender{round_}"
+        row, _, _ = services[0]._reserve(
+            f"00000000-0000-0000-0001-{round_:012d}", user,
+            SessionRequest(user_id=user, gpu=GpuRequest(gpu_count=0)), 60,
+            "sandman-workspace:latest", 1.0, "1g", [],
+        )  # fmt: skip
+        barrier = threading.Barrier(16)
+
+        def end(
+            i: int,
+            session_id: str = row.id,
+            version: int = row.version,
+            barrier: threading.Barrier = barrier,
+        ) -> str:
+            barrier.wait()
+            status = [SessionStatus.DELETED, SessionStatus.EXPIRED, SessionStatus.LOST][i % 3]
+            seen = version if status == SessionStatus.LOST else None
+            ended = services[i % 2].end(session_id, status, f"by {i}", seen_version=seen, wait=True)
+            return ended.status
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            finals = set(pool.map(end, range(16)))
+        assert teardowns.count(row.id) == 1, teardowns
+        assert len(finals) == 1 and finals <= {"deleted", "expired", "lost"}, finals
+        with services[0].db.read() as db:
+            assert not list(db.scalars(select(GpuClaim).where(GpuClaim.session_id == row.id)))
+            assert not list(db.scalars(select(PortClaim).where(PortClaim.session_id == row.id)))
+    assert runtime.discarded and set(runtime.discarded.values()) == {1}
+
+
+def test_one_reconciler_at_a_time(postgres_url: str, tmp_path: Path) -> None:
+    services = [_service(postgres_url, tmp_path, f"r{i}") for i in range(2)]
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    for service in services:
+        service.clock = lambda: now[0]
+    first, second = (
+        Reconciler(s, stale_after=30, hostname=f"host{i}") for i, s in enumerate(services)
+    )
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        holders = list(pool.map(lambda i: ((first, second)[i % 2].holds_lease(), i % 2), range(8)))
+    assert len({who for held, who in holders if held}) == 1  # never both
+    winner, loser = (first, second) if first.holds_lease() else (second, first)
+    assert winner.holds_lease() and not loser.holds_lease()
+    assert loser.run_once().skipped and not winner.run_once().skipped
+    now[0] += timedelta(seconds=31)  # the winner stopped renewing: its lease runs out
+    assert loser.holds_lease() and not winner.holds_lease()
