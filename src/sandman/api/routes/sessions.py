@@ -46,7 +46,16 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
             "description": "With ``wait=false``: the session is reserved and ``starting``; "
             "poll the ``Location`` header's URL until it is ``running``.",
         },
-        503: {"description": "No GPU resource, port or session starter is free now."},
+        503: {
+            "description": "No GPU resource or port is free, or (with ``Retry-After``) "
+            "every session starter stayed busy for ``SANDMAN_CREATE_WAIT``.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying, when a retry can help.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
 async def create_session(
@@ -89,7 +98,19 @@ async def create_session(
     return out
 
 
-@router.get("/sessions", response_model=list[SessionOut])
+TOTAL_HEADER = {
+    "X-Total-Count": {
+        "description": "How many sessions match, whatever the page.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
+@router.get(
+    "/sessions",
+    response_model=list[SessionOut],
+    responses={200: {"headers": TOTAL_HEADER, "description": "One page of sessions."}},
+)
 def list_sessions(
     app: App,
     response: Response,
