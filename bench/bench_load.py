@@ -8,8 +8,12 @@ Run::
 It starts its own ``sandman serve`` on 127.0.0.1 (SSH gateway mode, sessions
 without a GPU at 0.1 CPU, 64m memory and 16m /dev/shm, the reconciler every
 second, a private data directory in a tempdir and its own container prefix),
-and goes through these phases:
+and goes through these phases, in this order:
 
+raw docker (baseline)
+    ``--baseline`` containers of the same image with the same hardening and
+    limits, ``docker run`` ``--batch`` at a time until sshd answers, then
+    ``docker rm -f`` ``--delete-concurrency`` at a time.
 at rest
     p50/p99 of ``GET /healthz`` and ``GET /api/v1/sessions``, and a few
     sessions created one at a time (the baseline for the burst's creates).
@@ -17,16 +21,15 @@ burst
     ``--burst`` concurrent ``POST /sessions`` (waiting for sshd) while two
     sampler threads read ``/healthz`` and ``GET /sessions`` every 20 ms; 503s
     are retried after their ``Retry-After``. Then ``DELETE /sessions``.
-raw docker (baseline)
-    ``--baseline`` containers of the same image with the same hardening and
-    limits, ``docker run`` ``--batch`` at a time until sshd answers, then
-    ``docker rm -f`` ``--delete-concurrency`` at a time.
 mass
     ``--sessions`` sessions created ``--batch`` at a time (rate against the
     raw ``docker run`` rate), ``GET /sessions`` unpaged against ``?limit=100``,
     the server's RSS, a check that no accepted session was ended by Sandman
     (``lost``/``failed``/``expired``), then ``DELETE /sessions`` (rate against
     the raw ``docker rm -f`` rate).
+
+The client runs on the same host as the server, so on a small machine its
+own threads share the CPUs with Sandman and Docker.
 
 It prints a table and a JSON summary (also written to ``--json``), and exits 1
 when a correctness check fails. Whatever happens (Ctrl-C included), it removes
@@ -59,8 +62,13 @@ from typing import Any, TypeVar
 
 import docker
 import httpx
-from bench_sessions import RawDocker, percentile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from support import TOKEN, Server, free_port
+
+from bench_sessions import RawDocker, percentile
 
 API = "/api/v1"
 NETWORK = "sandman-bench-net"
@@ -69,6 +77,7 @@ DEPLOYMENT_LABEL = "sandman.deployment"
 # Settings read from the environment that must not leak into the Sandman under test.
 SEED_NAMES = ("DB_PATH", "WORKSPACE_ROOT", "TTL_CHECK_INTERVAL", "PIPER_CONFIG")
 ENDED_BY_SANDMAN = ("lost", "failed", "expired")
+SESSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -170,7 +179,9 @@ class Api:
         timeout: float | None = None,
     ) -> tuple[float, httpx.Response | None]:
         """Seconds taken and the response, or None when no answer came (counted)."""
-        route = f"{method} {path}" + (f"?{'&'.join(sorted(params))}" if params else "")
+        route = f"{method} {SESSION_ID.sub('{id}', path)}" + (
+            f"?{'&'.join(sorted(params))}" if params else ""
+        )
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         began = time.perf_counter()
         try:
@@ -599,7 +610,10 @@ class Run:
         paged: list[float] = []
         sizes: dict[str, int] = {}
         for _ in range(self.args.list_samples):
-            for key, params, into in (("unpaged", None, unpaged), ("limit=100", {"limit": 100}, paged)):
+            for key, params, into in (
+                ("unpaged", None, unpaged),
+                ("limit=100", {"limit": 100}, paged),
+            ):
                 elapsed, response = api.request("GET", f"{API}/sessions", params, timeout=120)
                 if response is None or response.status_code != 200:
                     continue
@@ -655,7 +669,7 @@ class Run:
         )
         self.row(
             phase,
-            "POST /sessions latency",
+            f"POST /sessions latency (until {201 if wait else 202})",
             fmt_dist(dist([r.total_s for r in created])),
             fmt_dist(rest["create_one_at_a_time"], False),
         )
@@ -702,9 +716,8 @@ class Run:
         found: dict[str, dict[str, Any]] = {}
         offset, total, pages = 0, 0, 0
         while True:
-            _, response = api.request(
-                "GET", f"{API}/sessions", {"status": "all", "limit": 1000, "offset": offset}
-            )
+            params = {"status": "all", "limit": self.args.page, "offset": offset}
+            _, response = api.request("GET", f"{API}/sessions", params)
             if response is None or response.status_code != 200:
                 raise RuntimeError("could not page through GET /sessions?status=all")
             page = response.json()
@@ -740,10 +753,13 @@ class Run:
             "ended_by_sandman": len(ended_by_sandman),
             "unexpected": len(unexpected),
             "mass_running": sum(
-                1 for i, p in self.accepted.items() if p == "mass" and i in found and found[i]["status"] == "running"
+                1
+                for i, p in self.accepted.items()
+                if p == "mass" and i in found and found[i]["status"] == "running"
             ),
             "paging_ok": paging_ok,
             "pages": pages,
+            "page_size": self.args.page,
             "ok": ok,
         }
 
@@ -861,6 +877,9 @@ def main() -> int:
     parser.add_argument("--rest-samples", type=int, default=200)
     parser.add_argument("--rest-creates", type=int, default=5)
     parser.add_argument("--list-samples", type=int, default=20)
+    parser.add_argument(
+        "--page", type=int, default=100, help="page size for the ?status=all check (<= 1000)"
+    )
     parser.add_argument("--cpus", type=float, default=0.1)
     parser.add_argument("--memory", default="64m")
     parser.add_argument("--shm-size", default="16m")
@@ -869,6 +888,8 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.sessions, args.batch, args.burst, args.baseline) < 1:
         parser.error("--sessions, --batch, --burst and --baseline must be at least 1")
+    if not 1 <= args.page <= 1000:
+        parser.error("--page must be from 1 to 1000")
     low, _, high = args.ssh_ports.partition("-")
     if int(high) - int(low) + 1 < max(args.sessions, args.burst, args.rest_creates):
         parser.error("--ssh-ports must hold a port for every session at once")
