@@ -24,6 +24,7 @@ from sandman.runtime.base import SessionRuntime
 from sandman.services.creation import CreationPool
 from sandman.services.gateway_routes import DatabaseRouteSource
 from sandman.services.gpus import GpuAdmin
+from sandman.services.health import HealthCheck
 from sandman.services.host_keys import HostKeys
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
@@ -100,6 +101,8 @@ class Sandman:
             worker_id=self.worker_id,
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
+        self.health = HealthCheck({"database": self.db.ping, settings.runtime: self.runtime.ping})
+        self.workspace_root = settings.effective_workspace_root
         self.gpus = GpuAdmin(self.sessions)
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
@@ -32,6 +33,15 @@ class CreationPool:
         self.wait = wait
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sandman-create")
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        """Start every worker now: a thread started later would be started from the
+        event loop, which then waits for it, and under load that wait is long."""
+        ready = threading.Barrier(self.workers + 1)
+        for _ in range(self.workers):
+            self._pool.submit(ready.wait)
+        ready.wait()
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()

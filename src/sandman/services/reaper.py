@@ -39,8 +39,9 @@ class Reaper:
                 continue  # still being created or ended by this process
             reason = f"TTL of {row.ttl_minutes} min expired at {row.expires_at.isoformat()}"
             try:
-                self.sessions.end(row.id, SessionStatus.EXPIRED, reason)
-                ended.append(row.id)
+                final = self.sessions.end(row.id, SessionStatus.EXPIRED, reason)
+                if final.status == SessionStatus.EXPIRED and final.end_reason == reason:
+                    ended.append(row.id)  # this sweep ended it, not a racing DELETE
             except SandmanError as exc:
                 log.error("reaper could not end session %s: %s", row.id, exc.message)
             except Exception:

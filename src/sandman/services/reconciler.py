@@ -176,6 +176,11 @@ class Reconciler:
             if service.is_busy(row.id):
                 continue
             try:
+                if row.status == SessionStatus.STOPPING and row.worker_id == service.worker_id:
+                    # A teardown of ours that failed half-way (the runtime was down).
+                    if service.resume_teardown(row.id):
+                        report.abandoned_sessions.append(row.id)
+                    continue
                 if row.status in (SessionStatus.STARTING, SessionStatus.STOPPING):
                     if row.worker_id not in live and service.finish_abandoned(
                         row.id,

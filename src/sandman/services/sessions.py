@@ -18,18 +18,18 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
 from sandman.config import Settings
-from sandman.domain import ACTIVE_STATUSES, SessionStatus, validate_user_id
+from sandman.domain import SessionStatus, validate_user_id
 from sandman.errors import (
     Conflict,
     InvalidRequest,
@@ -39,7 +39,7 @@ from sandman.errors import (
     SessionConflict,
 )
 from sandman.gpu.planner import plan
-from sandman.gpu.types import Allocation, Claim, GpuInventory
+from sandman.gpu.types import Allocation, GpuInventory
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
     SESSION_LABEL,
@@ -60,6 +60,7 @@ from sandman.services.requests import (
     checked_limits,
     checked_ttl,
 )
+from sandman.services.session_reads import ACTIVE, SessionReads
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim, User, utcnow
 from sandman.store.models import Session as SessionRow
@@ -67,7 +68,6 @@ from sandman.store.transitions import transition
 
 log = logging.getLogger(__name__)
 
-ACTIVE = [s.value for s in ACTIVE_STATUSES]
 ENDABLE = [SessionStatus.STARTING.value, SessionStatus.RUNNING.value]
 RESERVE_ATTEMPTS = 20
 
@@ -102,7 +102,7 @@ class Teardown:
     created_instances: list[tuple[str, str]] = field(default_factory=list)
 
 
-class SessionService:
+class SessionService(SessionReads):
     def __init__(
         self,
         settings: Settings,
@@ -130,68 +130,6 @@ class SessionService:
         self.gateway_key: str | None = None  # the gateway's identity, authorized in containers
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
-
-    # ------------------------------------------------------------------ reads
-    def get(self, session_id: str) -> SessionRow:
-        with self.db.read() as db:
-            row = db.get(SessionRow, session_id)
-        if row is None:
-            raise NotFound(f"no session {session_id!r}")
-        return row
-
-    def _query(self, status: str, user_id: str | None) -> Select[SessionRow]:
-        query = select(SessionRow)
-        if status == "active":
-            query = query.where(SessionRow.status.in_(ACTIVE))
-        elif status != "all":
-            if status not in {s.value for s in SessionStatus}:
-                raise InvalidRequest(
-                    f"unknown status {status!r}: use active, all or one of "
-                    + ", ".join(s.value for s in SessionStatus)
-                )
-            query = query.where(SessionRow.status == status)
-        if user_id is not None:
-            query = query.where(SessionRow.user_id == validate_user_id(user_id))
-        return query
-
-    def list_sessions(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
-        return self.page(status, user_id)[0]
-
-    def page(
-        self,
-        status: str = "active",
-        user_id: str | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> tuple[list[SessionRow], int]:
-        """Sessions ordered by ``created_at`` then ``id``, and how many match in all."""
-        query = self._query(status, user_id)
-        ordered = query.order_by(SessionRow.created_at, SessionRow.id).offset(offset)
-        if limit is not None:
-            ordered = ordered.limit(limit)
-        with self.db.read() as db:
-            rows = list(db.scalars(ordered))
-            if limit is None and offset == 0:
-                return rows, len(rows)
-            total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
-        return rows, total
-
-    def claims(self) -> list[Claim]:
-        with self.db.read() as db:
-            return claims_from_rows(list(db.scalars(select(GpuClaim))))
-
-    def claimed_by(self) -> dict[str, str]:
-        """Instance or GPU UUID -> session id (or admin operation), for inventory listings."""
-        owners: dict[str, str] = {}
-        with self.db.read() as db:
-            for row in db.scalars(select(GpuClaim)):
-                owners[row.instance_uuid or row.gpu_uuid] = row.session_id or row.held_by or ""
-        return owners
-
-    def counts_by_status(self) -> dict[str, int]:
-        with self.db.read() as db:
-            rows = db.execute(select(SessionRow.status, func.count()).group_by(SessionRow.status))
-            return {status: count for status, count in rows}
 
     # ---------------------------------------------------------------- create
     def create(self, request: SessionRequest) -> CreatedSession:
@@ -479,9 +417,12 @@ class SessionService:
                 worker_id=self.worker_id,
             )
             teardown = self._claimed(db, session_id) if owned else None
+            unfinished = row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
         if teardown is None:
+            if unfinished and self.resume_teardown(session_id):
+                return self.get(session_id)  # our own teardown had failed half-way
             return self._wait_ended(session_id) if wait else self.get(session_id)
-        return self._teardown(teardown)
+        return self._teardown_busy(teardown)
 
     def end_all(self, reason: str, concurrency: int | None = None) -> list[SessionRow]:
         """End every active session, ``concurrency`` teardowns at a time."""
@@ -530,8 +471,40 @@ class SessionService:
             teardown = self._claimed(db, session_id) if owned else None
         if teardown is None:
             return False
-        self._teardown(teardown)
+        self._teardown_busy(teardown)
         return True
+
+    def resume_teardown(self, session_id: str) -> bool:
+        """Finish a teardown this process won but could not complete (the runtime was
+        unreachable, say): the session is ``stopping``, owned by this worker, and no
+        teardown is working on it. Returns False when there was nothing to resume."""
+        with self._busy_lock:
+            if session_id in self._busy:
+                return False
+            self._busy.add(session_id)
+        try:
+            with self.db.transaction() as db:
+                row = db.get(SessionRow, session_id)
+                if (
+                    row is None
+                    or row.status != SessionStatus.STOPPING
+                    or row.worker_id != self.worker_id
+                ):
+                    return False
+                teardown = self._claimed(db, session_id)
+            self._teardown(teardown)
+            return True
+        finally:
+            self._not_busy(session_id)
+
+    def _teardown_busy(self, teardown: Teardown) -> SessionRow:
+        """The teardown, with the session marked busy so no one resumes it meanwhile."""
+        with self._busy_lock:
+            self._busy.add(teardown.row.id)
+        try:
+            return self._teardown(teardown)
+        finally:
+            self._not_busy(teardown.row.id)
 
     def _claimed(self, db: Db, session_id: str) -> Teardown:
         row = db.get_one(SessionRow, session_id)
@@ -597,7 +570,7 @@ class SessionService:
                 log.exception("session hook %r failed", hook)
 
     def is_busy(self, session_id: str) -> bool:
-        """Whether this process is still creating the session."""
+        """Whether this process is creating the session or tearing it down right now."""
         with self._busy_lock:
             return session_id in self._busy
 
@@ -605,15 +578,6 @@ class SessionService:
     def _not_busy(self, session_id: str) -> None:
         with self._busy_lock:
             self._busy.discard(session_id)
-
-    @contextmanager
-    def busy(self, session_id: str) -> Iterator[None]:
-        with self._busy_lock:
-            self._busy.add(session_id)
-        try:
-            yield
-        finally:
-            self._not_busy(session_id)
 
     def _remove_container(self, row: SessionRow) -> None:
         target = row.container_id

@@ -318,6 +318,35 @@ def test_a_half_ended_session_of_a_dead_worker_ends_as_it_was_meant_to(
     assert leftovers(service.db, runtime, row.id) == []
 
 
+def test_finish_abandoned_takes_only_what_the_dead_worker_still_owns(
+    service: SessionService,
+    make_service: Callable[..., SessionService],
+    runtime: FakeRuntime,
+    hooks: Hooks,
+) -> None:
+    """A session another live worker is ending, or that another worker owns, is not taken."""
+    reconciler = make_service("w3")
+    running = service.create(SessionRequest(user_id="bob")).session
+    assert not reconciler.finish_abandoned(running.id, "w9", ABANDONED)  # w9 never owned it
+    assert service.get(running.id).status == SessionStatus.RUNNING
+
+    session_id = service.reserve(SessionRequest(user_id="alice")).session.id  # w1 dies
+    deleter = make_service("w2")
+    during: list[bool] = []
+
+    def take_over_mid_teardown(user_id: str, ended_id: str, reason: str) -> None:
+        if ended_id == session_id:  # w2 owns the teardown now; w1 is still "dead"
+            during.append(reconciler.finish_abandoned(session_id, "w1", ABANDONED))
+
+    deleter.stop_hooks.append(take_over_mid_teardown)
+    ended = deleter.end(session_id, SessionStatus.DELETED, "delete")
+    assert during == [False]
+    assert (ended.status, ended.end_reason, ended.worker_id) == ("deleted", "delete", "w2")
+    assert hooks.count("stop", session_id) == 1 and hooks.count("end", session_id) == 1
+    assert leftovers(service.db, runtime, session_id) == []
+    assert not reconciler.finish_abandoned(session_id, "w1", ABANDONED)  # ended: nothing to do
+
+
 # ------------------------------------------------------------------- ending
 def test_end_is_idempotent(
     service: SessionService, runtime: FakeRuntime, hooks: Hooks, clock: Clock
@@ -414,8 +443,10 @@ def test_page_orders_by_creation_then_id_and_counts_all_matches(
     """Paging is stable (created_at, id) and the total ignores limit and offset."""
     _insert_sessions(db, service, clock)
 
-    def ids(status: str = "all", **kw: int) -> tuple[list[str], int]:
-        rows, total = service.page(status, **kw)
+    def ids(
+        status: str = "all", limit: int | None = None, offset: int = 0
+    ) -> tuple[list[str], int]:
+        rows, total = service.page(status, limit=limit, offset=offset)
         return [r.id for r in rows], total
 
     assert ids() == (["d", "e", "b", "c", "a"], 5)

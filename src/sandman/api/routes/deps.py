@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from sandman.core import Sandman
 
 
-def sandman(request: Request) -> Sandman:
+async def sandman(request: Request) -> Sandman:
+    """The composition root (``async``: no I/O, so no worker thread per request)."""
     app_state: Any = request.app.state
     found: Sandman = app_state.sandman
     return found

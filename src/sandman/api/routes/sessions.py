@@ -29,7 +29,7 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
     return session_out(
         row,
         app.settings,
-        str(app.settings.effective_workspace_root / row.user_id),
+        str(app.workspace_root / row.user_id),
         app.inventory.simulated,
         app.gateway_port,
         app.gateway_host_key,
