@@ -101,7 +101,9 @@ class Sandman:
             worker_id=self.worker_id,
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
-        self.health = HealthCheck({"database": self.db.ping, settings.runtime: self.runtime.ping})
+        self.health = HealthCheck(
+            {"database": lambda: self.db.ping(), settings.runtime: lambda: self.runtime.ping()}
+        )
         self.workspace_root = settings.effective_workspace_root
         self.gpus = GpuAdmin(self.sessions)
         self.gateway: GatewayServer | None = None
