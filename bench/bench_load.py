@@ -403,7 +403,7 @@ class Run:
                 "SANDMAN_CPUS": str(self.args.cpus),
                 "SANDMAN_MEMORY": self.args.memory,
                 "SANDMAN_SHM_SIZE": self.args.shm_size,
-                "SANDMAN_RECONCILE_INTERVAL": "1s",
+                "SANDMAN_RECONCILE_INTERVAL": self.args.reconcile_interval,
                 "SANDMAN_CREATE_WORKERS": str(self.args.create_workers),
                 "SANDMAN_DELETE_CONCURRENCY": str(self.args.delete_concurrency),
                 "SANDMAN_STOP_GRACE_PERIOD": str(self.args.stop_grace),
@@ -919,6 +919,11 @@ def main() -> int:
     parser.add_argument("--memory", default="64m")
     parser.add_argument("--shm-size", default="16m")
     parser.add_argument("--stop-grace", default="0", help="SIGTERM-to-SIGKILL grace on delete")
+    parser.add_argument(
+        "--reconcile-interval",
+        default="1s",
+        help="how often the reconciler runs (1s exercises it under load; 30s is the default)",
+    )
     parser.add_argument("--ssh-ports", default="30000-32000", help="session port range")
     args = parser.parse_args()
     if min(args.sessions, args.batch, args.burst, args.baseline) < 1:

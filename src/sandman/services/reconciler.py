@@ -203,7 +203,7 @@ class Reconciler:
                     report.ended_sessions.append(row.id)
             except SandmanError as exc:
                 report.errors.append(f"session {row.id}: {exc.message}")
-        active = {row.id for row in service.list_sessions("active")}
+        active = service.active_ids()
         for container in containers:
             session_id = container.labels.get(SESSION_LABEL, "")
             if session_id in active or service.is_busy(session_id):
@@ -217,13 +217,16 @@ class Reconciler:
     def _gpu_drift(self, report: ReconcileReport) -> None:
         service = self.sessions
         with service.db.read() as db:  # what should be, read first
+            claimed = list(db.scalars(select(GpuClaim)))
+            holders = {c.session_id for c in claimed if c.instance_uuid and c.session_id}
             running = {
                 row.id: row
                 for row in db.scalars(
-                    select(SessionRow).where(SessionRow.status == SessionStatus.RUNNING)
+                    select(SessionRow).where(
+                        SessionRow.status == SessionStatus.RUNNING, SessionRow.id.in_(holders)
+                    )
                 )
             }
-            claimed = list(db.scalars(select(GpuClaim)))
         devices = service.inventory.devices()
         existing = {i.uuid for d in devices for i in d.instances}
         now = self.clock()

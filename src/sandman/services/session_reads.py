@@ -62,6 +62,11 @@ class SessionReads:
             total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
         return rows, total
 
+    def active_ids(self) -> set[str]:
+        """The ids of the active sessions (no rows loaded: the reconciler asks every pass)."""
+        with self.db.read() as db:
+            return set(db.scalars(select(SessionRow.id).where(SessionRow.status.in_(ACTIVE))))
+
     def claims(self) -> list[Claim]:
         with self.db.read() as db:
             return claims_from_rows(list(db.scalars(select(GpuClaim))))

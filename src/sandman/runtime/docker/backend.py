@@ -195,6 +195,9 @@ class DockerRuntime:
 
     def remove(self, name_or_id: str, grace_seconds: float) -> None:
         def stop_and_remove() -> None:
+            if grace_seconds <= 0:  # nothing to wait for: one call kills and removes
+                self._force_remove(name_or_id)
+                return
             try:
                 self.client.api.stop(name_or_id, timeout=max(0, round(grace_seconds)))
             except docker.errors.NotFound:
