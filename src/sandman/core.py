@@ -11,9 +11,11 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 from sandman.config import Settings
-from sandman.errors import ConfigurationError, SandmanError
+from sandman.errors import ConfigurationError, RuntimeFailure, SandmanError
+from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.server import GatewayServer
@@ -47,8 +49,29 @@ def deployment_id(db: Database) -> str:
         return row.value
 
 
-def admin_token(settings: Settings, announce: Callable[[str], None]) -> str:
-    """The configured token, or one generated once into the data dir (mode 0600)."""
+def gateway_tuning(setting: bool | None) -> bool:
+    """Whether to tune asyncssh: as set, or by default where the verified version runs."""
+    if setting is not None:
+        return setting
+    if asyncssh_tuning.is_supported():
+        return True
+    log.warning(
+        "the installed asyncssh is not the version the gateway tuning is verified on "
+        "(%s); relaying with stock asyncssh",
+        asyncssh_tuning.PINNED_VERSION,
+    )
+    return False
+
+
+def admin_token(
+    settings: Settings, announce: Callable[[str], None], show_secret: bool = False
+) -> str:
+    """The configured token, or one generated once into the data dir (mode 0600).
+
+    A generated token is shown only where ``show_secret`` says a person reads the
+    output (a terminal); a service's output goes to a log, so there only its file
+    is named.
+    """
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
     path = settings.data_dir / "admin_token"
@@ -59,7 +82,10 @@ def admin_token(settings: Settings, announce: Callable[[str], None]) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
-    announce(f"Generated the admin token (shown once; kept in {path}):\n\n    {token}\n")
+    if show_secret:
+        announce(f"Generated the admin token (shown once; kept in {path}):\n\n    {token}\n")
+    else:
+        announce(f"Generated the admin token into {path} (mode 0600); read it there.")
     return token
 
 
@@ -71,6 +97,7 @@ class Sandman:
         inventory: GpuInventory | None = None,
         announce: Callable[[str], None] = print,
         with_gateway: bool = True,
+        show_secrets: bool = False,
     ) -> None:
         settings.check()
         self.settings = settings
@@ -78,7 +105,7 @@ class Sandman:
         self.db = Database(settings.effective_database_url)
         self.db.migrate()
         self.deployment_id = deployment_id(self.db)
-        self.admin_token = admin_token(settings, announce)
+        self.admin_token = admin_token(settings, announce, show_secrets)
         self.runtime: SessionRuntime = runtime or make_runtime(settings)
         topology_slug = hashlib.sha256(settings.gpu_topology.encode()).hexdigest()[:12]
         self.inventory: GpuInventory = inventory or make_inventory(
@@ -102,10 +129,15 @@ class Sandman:
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
         self.health = HealthCheck(
-            {"database": lambda: self.db.ping(), settings.runtime: lambda: self.runtime.ping()}
+            {
+                "database": lambda: self.db.ping(),
+                "runtime": lambda: self.runtime.ping(),
+                "gateway": self._check_gateway,
+            }
         )
         self.workspace_root = settings.effective_workspace_root
         self.gpus = GpuAdmin(self.sessions)
+        self.routes = DatabaseRouteSource(self.sessions)
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port
         self.gateway_host_key: str | None = None
@@ -120,7 +152,7 @@ class Sandman:
             if with_gateway and settings.run_gateway:
                 host, port = settings.ssh_listen_address
                 self.gateway = GatewayServer(
-                    DatabaseRouteSource(self.sessions),
+                    self.routes,
                     listen_host=host,
                     listen_port=port,
                     host_key_path=host_key_path,
@@ -128,6 +160,7 @@ class Sandman:
                     public_host=settings.ssh_public_host,
                     allow_passwords=settings.gateway_password_auth,
                     ciphers=settings.gateway_ciphers,
+                    tune_asyncssh=gateway_tuning(settings.gateway_tuning),
                     startups=StartupLimiter(
                         per_address=settings.gateway_max_startups_per_address,
                         total=settings.gateway_max_startups,
@@ -137,8 +170,9 @@ class Sandman:
         if settings.sshpiper_config is not None:
             if settings.ssh_mode == "direct":
                 raise ConfigurationError(
-                    "sshpiper_config needs ssh_mode gateway or both: SSHPiper logs in to "
-                    "containers with the gateway's identity key"
+                    "SSHPiper export needs --ssh-mode gateway or both (SANDMAN_SSH_MODE): "
+                    "SSHPiper logs in to the containers with the gateway's identity key, "
+                    "which direct mode does not authorize in them"
                 )
             piper = SshPiperConfig(settings.sshpiper_config, self.sessions, identity_path)
             self.sshpiper = piper
@@ -150,8 +184,14 @@ class Sandman:
             stale_after=max(3 * settings.reconcile_interval, 30.0),
             grace=settings.reconcile_grace,
         )
+        self._gateway_started = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _check_gateway(self) -> None:
+        """The gateway this process runs listens (nothing to check when it runs elsewhere)."""
+        if self.gateway is not None and self._gateway_started and not self.gateway.listening:
+            raise RuntimeFailure("the SSH gateway stopped listening")
 
     async def start_gateway(self) -> None:
         """Start the SSH gateway on the running event loop (``serve`` and ``gateway``)."""
@@ -159,6 +199,7 @@ class Sandman:
             return
         gateway = self.gateway
         await gateway.start()
+        self._gateway_started = True
         self.gateway_port = self.settings.ssh_public_port or gateway.bound_port
         loop = asyncio.get_running_loop()
 
@@ -190,6 +231,8 @@ class Sandman:
             log.error("start-up reconciliation failed: %s", exc.message)
         self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)
         self._loop("reconciler", self.settings.reconcile_interval, self.reconciler.run_once)
+        retention = timedelta(seconds=self.settings.connection_retention)
+        self._loop("pruner", 3600, lambda: self.routes.prune_connections(retention))
 
     def _loop(self, name: str, interval: float, work: Callable[[], object]) -> None:
         def run() -> None:

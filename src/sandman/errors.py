@@ -1,45 +1,72 @@
 """Domain errors.
 
-Services raise these; the API turns them into ``{"error": message}`` responses in
-exactly one place (``sandman.api.errors``). Each class carries the HTTP status it
-maps to so that the mapping lives beside the meaning.
+Services raise these; the API turns them into ``{"error": message, "code": code}``
+responses in exactly one place (``sandman.api.errors``). Each class carries its
+machine code and the HTTP status it maps to, so the mapping lives beside the
+meaning; ``ERROR_CODES`` is the whole table, documented in the README and in
+OpenAPI.
 """
 
 from __future__ import annotations
+
+# Every code an error body can carry, with its HTTP status.
+ERROR_CODES: dict[str, int] = {
+    "invalid_request": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "capacity_exhausted": 503,
+    "engine_unavailable": 503,
+    "busy": 503,
+    "internal_error": 500,
+}
 
 
 class SandmanError(Exception):
     """Base of every error Sandman explains to a caller."""
 
-    status_code = 500
+    code = "internal_error"
+    retry_after: float | None = None  # seconds, where a retry can help
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def status_code(self) -> int:
+        return ERROR_CODES[self.code]
+
 
 class InvalidRequest(SandmanError):
     """The caller asked for something malformed or impossible (400)."""
 
-    status_code = 400
+    code = "invalid_request"
 
 
 class Unauthorized(SandmanError):
     """Missing or wrong credentials (401)."""
 
-    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(SandmanError):
+    """The caller is known but may not do this (403)."""
+
+    code = "forbidden"
 
 
 class NotFound(SandmanError):
     """The named object does not exist (404)."""
 
-    status_code = 404
+    code = "not_found"
 
 
 class Conflict(SandmanError):
     """The request clashes with the current state (409)."""
 
-    status_code = 409
+    code = "conflict"
 
 
 class SessionConflict(Conflict):
@@ -49,13 +76,13 @@ class SessionConflict(Conflict):
 class CapacityExhausted(SandmanError):
     """No free GPU resource, port or similar matches the request (503)."""
 
-    status_code = 503
+    code = "capacity_exhausted"
 
 
 class Busy(SandmanError):
     """Sandman is at its limit for this kind of work right now; retry later (503)."""
 
-    status_code = 503
+    code = "busy"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -63,21 +90,18 @@ class Busy(SandmanError):
 
 
 class RuntimeUnavailable(SandmanError):
-    """The container engine does not answer (503)."""
+    """The container engine does not answer (503); it often comes back, so retry."""
 
-    status_code = 503
+    code = "engine_unavailable"
+    retry_after = 5.0
 
 
 class RuntimeFailure(SandmanError):
     """The container engine answered but the operation failed (500)."""
 
-    status_code = 500
-
 
 class GpuError(SandmanError):
-    """A GPU inventory operation failed (NVML error, invalid placement...)."""
-
-    status_code = 500
+    """A GPU inventory operation failed (NVML error, invalid placement...) (500)."""
 
 
 class InvalidLayout(InvalidRequest):

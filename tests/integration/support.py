@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,13 @@ class Server:
     env: dict[str, str]
     url: str
     process: subprocess.Popen[bytes] | None = None
+    start_args: list[str] = field(default_factory=list)  # flags for ``sandman serve``
 
     def start(self) -> None:
         log = open(self.data_dir / "serve.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandman.cli", "serve"], env=self.env, stdout=log,
+            [sys.executable, "-m", "sandman.cli", "serve", *self.start_args], env=self.env,
+            stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60

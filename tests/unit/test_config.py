@@ -95,3 +95,38 @@ def test_invalid_values_are_refused() -> None:
         Settings(start_timeout="0s")
     with pytest.raises(ValidationError):
         Settings(container_prefix="Bad Prefix")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        *[(word, True) for word in ("true", "1", "yes", "on")],
+        *[(word, False) for word in ("false", "0", "no", "off")],
+    ],
+)
+def test_booleans_take_every_usual_spelling(
+    monkeypatch: pytest.MonkeyPatch, text: str, value: bool
+) -> None:
+    monkeypatch.setenv("SANDMAN_GATEWAY_TUNING", text)
+    monkeypatch.setenv("SANDMAN_MIG_FALLBACK", text)
+    settings = Settings()
+    assert settings.gateway_tuning is value and settings.mig_fallback is value
+
+
+def test_gateway_tuning_defaults_to_whether_asyncssh_is_the_verified_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from sandman.core import gateway_tuning
+    from sandman.gateway import asyncssh_tuning
+
+    assert gateway_tuning(True) is True and gateway_tuning(False) is False
+    assert gateway_tuning(None) is asyncssh_tuning.is_supported()
+
+
+def test_the_seeds_piper_directory_means_its_pipe_yaml(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SSHPIPER_CONFIG_DIR", str(tmp_path / "piper"))
+    assert Settings().sshpiper_config == tmp_path / "piper" / "pipe.yaml"
+    monkeypatch.setenv("SANDMAN_SSHPIPER_CONFIG", str(tmp_path / "other.yaml"))
+    assert Settings().sshpiper_config == tmp_path / "other.yaml"  # the explicit file wins

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from sandman import __version__
 from sandman.api.auth import require_admin
 from sandman.api.errors import install_error_handlers
+from sandman.api.openapi import Limits, errors, install_openapi
 from sandman.api.routes import gpus, health, sessions, users
 from sandman.core import Sandman
+from sandman.gpu.catalogue import find_model
+from sandman.gpu.types import MigMode
 
 API_PREFIX = "/api/v1"
 
@@ -34,6 +42,8 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
             await core.stop_gateway()
 
     app = FastAPI(
+        docs_url=None,  # served below from the installed package, not a CDN
+        redoc_url=None,
         title="Sandman",
         version=__version__,
         description="Per-user GPU containers with a MIG slice, a workspace and SSH.",
@@ -50,11 +60,57 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(health.router)
-    protected = APIRouter(dependencies=[Depends(require_admin)])
+    protected = APIRouter(dependencies=[Depends(require_admin)], responses=errors(400, 401, 500))
     protected.include_router(sessions.router)
     protected.include_router(gpus.router)
     protected.include_router(users.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.
     app.include_router(protected, include_in_schema=False)
+    install_openapi(app, request_limits(core))
+    install_docs(app)
     return app
+
+
+def request_limits(core: Sandman) -> Limits:
+    """What a session request may ask for on this server: its settings and its GPUs."""
+    profiles: set[str] = set()
+    largest_gb = 0.0
+    whole = 0  # GPUs handed out whole (MIG off)
+    for device in core.inventory.devices():
+        largest_gb = max(largest_gb, device.memory_total_mb / 1024)
+        whole += device.mig_mode == MigMode.DISABLED
+        model = find_model(device.model)
+        if model is not None and model.mig_capable and device.mig_mode != MigMode.DISABLED:
+            profiles.update(profile.name for profile in model.profiles)
+    ttl = {"minimum": 1, "maximum": core.settings.max_ttl_minutes}
+    return {
+        ("CreateSessionBody", "ttl_minutes"): ttl,
+        ("ExtendSessionBody", "ttl_minutes"): ttl,
+        ("CreateSessionBody", "image"): {"enum": list(core.settings.allowed_images)},
+        ("CreateSessionBody", "mig_profile"): {"enum": sorted(profiles)},
+        ("CreateSessionBody", "cpus"): {"minimum": 0.01, "maximum": float(os.cpu_count() or 1)},
+        ("CreateSessionBody", "gpu_count"): {"minimum": 0, "maximum": whole},
+        ("CreateSessionBody", "gpu_memory_gb"): {
+            "exclusiveMinimum": 0,
+            "maximum": math.floor(largest_gb),
+        },
+    }
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files from the installed package, so the page works
+    on a machine with no way out (FastAPI's default loads them from a CDN)."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="Sandman API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )

@@ -1,4 +1,9 @@
-"""The one place where errors become HTTP responses: always ``{"error": message}``."""
+"""The one place where errors become HTTP responses: ``{"error": message, "code": code}``.
+
+The code is one of ``sandman.errors.ERROR_CODES``; the status follows from it.
+A 503 that a retry can cure carries ``Retry-After`` in whole seconds; a 405
+carries ``Allow``.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,35 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from sandman.errors import Busy, SandmanError
+from sandman.errors import ERROR_CODES, SandmanError
 
 log = logging.getLogger(__name__)
 
+CODE_FOR_STATUS = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    503: "busy",
+}
+
 
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    retry_after: float | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(
+        {"error": message, "code": code}, status_code=ERROR_CODES[code], headers=headers or None
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -38,30 +62,47 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at the request's path (Starlette names only the
+    first route's, and a path here has one route per method)."""
+    allowed = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SandmanError)
     async def _domain(_: Request, exc: SandmanError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
-        headers: dict[str, str] = {}
-        if exc.status_code == 401:
-            headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, Busy):
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return error_response(exc.status_code, exc.message, headers or None)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
+        return error_response(exc.code, exc.message, headers, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _describe_validation(exc))
+        return error_response("invalid_request", _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail) if exc.detail else "error"
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = "no such endpoint"
-        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+        elif exc.status_code == 405:
+            allowed = ", ".join(allowed_methods(app, request))
+            headers["Allow"] = allowed
+            message = f"{request.method} is not allowed here; use {allowed}"
+        code = CODE_FOR_STATUS.get(exc.status_code)
+        if code is None:
+            code = "invalid_request" if exc.status_code < 500 else "internal_error"
+        return JSONResponse(
+            {"error": message, "code": code}, status_code=exc.status_code, headers=headers or None
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(500, f"internal error: {type(exc).__name__}")
+        return error_response("internal_error", f"internal error: {type(exc).__name__}")

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from sandman.config import Settings
+from sandman.domain import RESERVED_USER_IDS, USER_ID_PATTERN, SessionStatus
+from sandman.services.requests import MEMORY_PATTERN
 from sandman.store.models import Session as SessionRow
 
 
@@ -17,27 +20,48 @@ def _iso(value: datetime) -> str:
 
 UtcTime = Annotated[datetime, PlainSerializer(_iso, return_type=str)]
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+# Documented in the schema; checked by the service, whose refusal says what is allowed.
+_RESERVED = "|".join(sorted(RESERVED_USER_IDS))
+USER_ID_SCHEMA = {"pattern": f"^(?!(?:{_RESERVED})$){USER_ID_PATTERN.pattern[1:]}", "maxLength": 32}
+# An OpenSSH public key line; the server decodes the key, so a client must send a real one.
+PUBLIC_KEY_SCHEMA = {"format": "openssh-public-key"}
+USER_ID_DOC = "Linux user name: ^[a-z_][a-z0-9_-]{0,31}$ (not a system account's name)"
+UserId = Annotated[str, Field(description=USER_ID_DOC, json_schema_extra=USER_ID_SCHEMA)]
+UserIdPath = Annotated[str, Path(description=USER_ID_DOC, json_schema_extra=USER_ID_SCHEMA)]
+STATUS_FILTERS = ["active", "all", *(s.value for s in SessionStatus)]
 
 
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(description="Linux user name: ^[a-z_][a-z0-9_-]{0,31}$")
-    ttl_minutes: int | None = Field(None, description="Lifetime in minutes (default 60).")
+    user_id: UserId
+    ttl_minutes: int | None = Field(
+        None, description="Lifetime in minutes (default 60, at most the server's maximum)."
+    )
     mig_profile: str | None = Field(None, description="A MIG profile such as 1g.5gb.")
     mig_instance_uuid: str | None = Field(None, description="An exact MIG instance.")
     gpu_count: int | None = Field(None, description="Whole GPUs; 0 for none.")
     gpu_memory_gb: float | None = Field(None, description="Smallest slice with this memory.")
     image: str | None = Field(None, description="One of the allowed images.")
-    ssh_public_keys: list[str] | None = Field(
-        None, description="OpenSSH public keys; if absent a key pair is generated."
+    ssh_public_keys: list[Annotated[str, Field(json_schema_extra=PUBLIC_KEY_SCHEMA)]] | None = (
+        Field(
+            None,
+            description="OpenSSH public keys; if absent a key pair is generated.",
+            json_schema_extra={"minItems": 1},
+        )
     )
-    cpus: float | None = None
-    memory: str | None = Field(None, description="Memory limit such as 16g.")
+    cpus: float | None = Field(None, description="CPU limit, from 0.01 to the host's CPUs.")
+    memory: str | None = Field(
+        None,
+        description="Memory limit: 512m, 1.5g or 2t (at least 64m).",
+        json_schema_extra={"pattern": MEMORY_PATTERN.pattern},
+    )
     team: Name | None = None
     project: Name | None = None
     labels: dict[Name, Annotated[str, StringConstraints(max_length=256)]] = Field(
-        default_factory=dict, max_length=32
+        default_factory=dict,
+        max_length=32,
+        json_schema_extra={"additionalProperties": False},  # keys must match the pattern
     )
 
 

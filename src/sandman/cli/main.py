@@ -54,6 +54,7 @@ def _core(settings: Settings, with_gateway: bool = True) -> Sandman:
             settings,
             announce=lambda text: console.print(text, style="bold"),
             with_gateway=with_gateway,
+            show_secrets=console.is_terminal,
         )
     except SandmanError as exc:
         console.print(f"[red]sandman: {exc.message}[/red]")
@@ -73,6 +74,12 @@ def serve(
     ssh_mode: Annotated[str | None, typer.Option(help="gateway | direct | both")] = None,
     ssh_listen: Annotated[str | None, typer.Option(help="Gateway HOST:PORT")] = None,
     ssh_public_host: Annotated[str | None, typer.Option(help="Host name users ssh to")] = None,
+    ssh_port_start: Annotated[
+        int | None, typer.Option(help="First host port for sessions' sshd")
+    ] = None,
+    ssh_port_end: Annotated[
+        int | None, typer.Option(help="Last host port for sessions' sshd")
+    ] = None,
     sshpiper_config: Annotated[
         Path | None, typer.Option("--sshpiper-config", "--piper-config", help="pipe.yaml to keep")
     ] = None,
@@ -95,6 +102,8 @@ def serve(
         ssh_mode=ssh_mode,
         ssh_listen=ssh_listen,
         ssh_public_host=ssh_public_host,
+        ssh_port_start=ssh_port_start,
+        ssh_port_end=ssh_port_end,
         sshpiper_config=sshpiper_config,
         log_level=log_level,
     )

@@ -139,6 +139,10 @@ class GatewayServer:
         log.info("gateway listening on %s:%d", self._listen_host, self.bound_port)
 
     @property
+    def listening(self) -> bool:
+        return self._acceptor is not None
+
+    @property
     def bound_port(self) -> int:
         """The TCP port actually bound (useful with ``listen_port=0``)."""
         if self._acceptor is None:

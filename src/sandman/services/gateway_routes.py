@@ -3,7 +3,10 @@ with, where their running session is, and the audit log of connections."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import delete, select
 
 from sandman.domain import ACTIVE_STATUSES, USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
@@ -71,6 +74,9 @@ class DatabaseRouteSource:
         )
 
     def record_connection(self, record: ConnectionRecord) -> None:
+        if record.result == "refused":
+            self._count_refusal(record)
+            return
         with self.sessions.db.transaction() as db:
             row = db.get(Connection, record.connection_id)
             if row is None:
@@ -85,6 +91,45 @@ class DatabaseRouteSource:
             row.bytes_to_client = record.bytes_to_client
             row.result = record.result
             row.reason = record.reason
+
+    def _count_refusal(self, record: ConnectionRecord) -> None:
+        """One row per address, reason and minute with a count, so a flood of bad
+        logins cannot grow the database without bound."""
+        minute = record.started_at.replace(second=0, microsecond=0)
+        key = f"{record.client_address}|{record.reason}|{minute.isoformat()}"
+        row_id = "refused-" + hashlib.sha256(key.encode()).hexdigest()[:28]
+        with self.sessions.db.transaction() as db:
+            row = db.get(Connection, row_id)
+            if row is None:
+                db.add(
+                    Connection(
+                        id=row_id,
+                        user_id=record.user_id[:64],
+                        session_id=None,
+                        client_address=record.client_address[:64],
+                        started_at=minute,
+                        ended_at=record.ended_at,
+                        bytes_from_client=record.bytes_from_client,
+                        bytes_to_client=record.bytes_to_client,
+                        result="refused",
+                        reason=record.reason,
+                        attempts=1,
+                    )
+                )
+                return
+            row.attempts += 1
+            row.ended_at = record.ended_at
+            row.bytes_from_client += record.bytes_from_client
+            row.bytes_to_client += record.bytes_to_client
+            if row.user_id != record.user_id[:64]:
+                row.user_id = "(several)"
+
+    def prune_connections(self, retention: timedelta) -> int:
+        """Forget connection records older than ``retention``; returns how many."""
+        cutoff = self.sessions.clock() - retention
+        with self.sessions.db.transaction() as db:
+            result = db.execute(delete(Connection).where(Connection.started_at < cutoff))
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def check_password(self, user_id: str, password: str) -> bool:
         if not self.sessions.settings.gateway_password_auth:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from sandman.config import Settings
 from sandman.errors import InvalidRequest
 from sandman.gpu.types import GpuRequest
-from sandman.runtime.docker.spec import parse_size
 
 
 @dataclass(frozen=True)
@@ -47,20 +47,23 @@ def checked_image(settings: Settings, image: str | None) -> str:
     return chosen
 
 
+# A session's memory limit: whole MiB from 64m, GiB with up to two decimals, or whole TiB.
+MEMORY_PATTERN = re.compile(
+    r"^(?:(?:6[4-9]|[7-9][0-9]|[1-9][0-9]{2,6})m|[1-9][0-9]{0,3}(?:\.[0-9]{1,2})?g|[1-9][0-9]?t)$"
+)
+
+
 def checked_limits(settings: Settings, cpus: float | None, memory: str | None) -> tuple[float, str]:
     """CPU and memory limits the engine will accept on this host."""
     host_cpus = float(os.cpu_count() or 1)
     chosen_cpus = cpus if cpus is not None else min(settings.cpus, host_cpus)
     if not 0.01 <= chosen_cpus <= host_cpus:
         raise InvalidRequest(f"cpus must be between 0.01 and {host_cpus:g} on this host")
-    chosen_memory = (memory or settings.memory).strip().lower()
-    try:
-        size = parse_size(chosen_memory)
-    except ValueError:
-        raise InvalidRequest(f"memory {memory!r} is not a size like 512m or 16g") from None
-    if size < 64 * 1024**2:
-        raise InvalidRequest("memory must be at least 64m")
-    return chosen_cpus, chosen_memory
+    if memory is not None and not MEMORY_PATTERN.fullmatch(memory):
+        raise InvalidRequest(
+            f"memory {memory!r} is not a limit like 512m, 1.5g or 2t (at least 64m)"
+        )
+    return chosen_cpus, (memory or settings.memory).strip().lower()
 
 
 def check_gpu_request(request: GpuRequest) -> None:

@@ -166,3 +166,5 @@ class Connection(Base):
     bytes_to_client: Mapped[int] = mapped_column(BigInteger, default=0)
     result: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
+    # Refused attempts from one address for one reason in one minute share a row.
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

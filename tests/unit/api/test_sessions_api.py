@@ -8,47 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from tests.fakes.runtime import FakeRuntime
-
-from sandman.api.app import create_app
-from sandman.config import Settings
-from sandman.core import Sandman
-
-TOKEN = "unit-token"
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def runtime() -> FakeRuntime:
-    return FakeRuntime()
-
-
-@pytest.fixture
-def api(tmp_path: Path, runtime: FakeRuntime) -> Iterator[TestClient]:
-    settings = Settings(
-        data_dir=tmp_path,
-        admin_token=TOKEN,
-        ssh_mode="direct",
-        create_workers=2,
-        create_wait=0.3,
-        start_timeout=5,
-        stop_grace_period=0,
-        default_mig_profile=None,
-    )
-    core = Sandman(settings, runtime=runtime, announce=lambda _: None, with_gateway=False)
-    core.sessions.probe = runtime.probe
-    with TestClient(create_app(core, run_background=False)) as client:
-        yield client
-    if runtime.start_gate is not None:
-        runtime.start_gate.set()
-    core.stop()
+from tests.unit.api.conftest import HEADERS
 
 
 def _create(api: TestClient, user: str, **params: Any) -> Any:

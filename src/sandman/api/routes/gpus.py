@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
 from sandman.core import Sandman
 from sandman.gpu.catalogue import GpuModel, MigProfile, find_model
@@ -151,7 +152,9 @@ def available(app: App) -> dict[str, Any]:
     }
 
 
-@router.post("/gpus/{gpu_uuid}/mig", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/gpus/{gpu_uuid}/mig", status_code=status.HTTP_201_CREATED, responses=errors(404, 409)
+)
 def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[str, Any]:
     """Create MIG instances (for the static strategy); the whole list or nothing."""
     created = app.gpus.create_instances(gpu_uuid, body.profiles)
@@ -163,7 +166,7 @@ def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[s
     }
 
 
-@router.delete("/gpus/{gpu_uuid}/mig/{instance_uuid}")
+@router.delete("/gpus/{gpu_uuid}/mig/{instance_uuid}", responses=errors(404, 409))
 def destroy_mig_instance(gpu_uuid: str, instance_uuid: str, app: App) -> dict[str, Any]:
     app.gpus.destroy_instance(gpu_uuid, instance_uuid)
     return {"message": f"MIG instance {instance_uuid} destroyed"}

@@ -6,8 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
 from sandman.api.schemas import (
+    STATUS_FILTERS,
+    USER_ID_DOC,
+    USER_ID_SCHEMA,
     CreatedSessionOut,
     CreateSessionBody,
     ExtendSessionBody,
@@ -46,16 +50,7 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
             "description": "With ``wait=false``: the session is reserved and ``starting``; "
             "poll the ``Location`` header's URL until it is ``running``.",
         },
-        503: {
-            "description": "No GPU resource or port is free, or (with ``Retry-After``) "
-            "every session starter stayed busy for ``SANDMAN_CREATE_WAIT``.",
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before retrying, when a retry can help.",
-                    "schema": {"type": "integer"},
-                }
-            },
-        },
+        **errors(404, 409, 503),
     },
 )
 async def create_session(
@@ -114,12 +109,20 @@ TOTAL_HEADER = {
 def list_sessions(
     app: App,
     response: Response,
-    status: Annotated[str, Query(description="active (default), all, or one status")] = "active",
-    user_id: str | None = None,
+    status: Annotated[
+        str,
+        Query(
+            description="active (default), all, or one status",
+            json_schema_extra={"enum": STATUS_FILTERS},
+        ),
+    ] = "active",
+    user_id: Annotated[
+        str | None, Query(description=USER_ID_DOC, json_schema_extra=USER_ID_SCHEMA)
+    ] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=1000, description="At most this many (default: all)")
     ] = None,
-    offset: Annotated[int, Query(ge=0, description="Skip this many first")] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="Skip this many first")] = 0,
 ) -> list[dict[str, Any]]:
     """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``."""
     rows, total = app.sessions.page(status, user_id, limit, offset)
@@ -143,18 +146,18 @@ def session_stats(app: App) -> dict[str, Any]:
     }
 
 
-@router.get("/sessions/{session_id}", response_model=SessionOut)
+@router.get("/sessions/{session_id}", response_model=SessionOut, responses=errors(404))
 def get_session(session_id: str, app: App) -> dict[str, Any]:
     return _out(app, app.sessions.get(session_id))
 
 
-@router.patch("/sessions/{session_id}", response_model=SessionOut)
+@router.patch("/sessions/{session_id}", response_model=SessionOut, responses=errors(404, 409))
 def extend_session(session_id: str, body: ExtendSessionBody, app: App) -> dict[str, Any]:
     """Set the TTL to ``ttl_minutes`` from now (capped by the maximum TTL)."""
     return _out(app, app.sessions.extend(session_id, body.ttl_minutes))
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", responses=errors(404, 503))
 def delete_session(session_id: str, app: App) -> dict[str, Any]:
     """End the session and reclaim container, GPU slice and port; idempotent."""
     row = app.sessions.end(session_id, SessionStatus.DELETED, "deleted through the API", wait=True)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
+from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
-from sandman.api.schemas import UtcTime
+from sandman.api.schemas import PUBLIC_KEY_SCHEMA, UserIdPath, UtcTime
 from sandman.core import Sandman
 from sandman.domain import validate_user_id
 from sandman.errors import InvalidRequest, NotFound
@@ -25,7 +26,9 @@ App = Annotated[Sandman, Depends(sandman)]
 
 class KeysBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ssh_public_keys: list[str]
+    ssh_public_keys: list[Annotated[str, Field(json_schema_extra=PUBLIC_KEY_SCHEMA)]] = Field(
+        description="OpenSSH public keys; at least one.", json_schema_extra={"minItems": 1}
+    )
 
 
 class ConnectionOut(BaseModel):
@@ -41,11 +44,18 @@ class ConnectionOut(BaseModel):
     bytes_to_client: int
     result: str
     reason: str | None
+    attempts: int = Field(
+        description="Refused attempts this row counts (one per minute, "
+        "address and reason); 1 for an accepted connection."
+    )
 
 
 class PasswordBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    password: str
+    password: str = Field(
+        description="12 to 1024 characters; stored as an scrypt hash.",
+        json_schema_extra={"minLength": 12, "maxLength": 1024},
+    )
 
 
 def _keys_out(user: User) -> dict[str, Any]:
@@ -58,7 +68,7 @@ def _keys_out(user: User) -> dict[str, Any]:
 
 
 @router.put("/users/{user_id}/keys")
-def put_keys(user_id: str, body: KeysBody, app: App) -> dict[str, Any]:
+def put_keys(user_id: UserIdPath, body: KeysBody, app: App) -> dict[str, Any]:
     """Replace the user's keys; they open the gateway for every later session."""
     validate_user_id(user_id)
     keys = normalize_public_keys(body.ssh_public_keys)
@@ -70,8 +80,8 @@ def put_keys(user_id: str, body: KeysBody, app: App) -> dict[str, Any]:
         return _keys_out(user)
 
 
-@router.put("/users/{user_id}/password")
-def put_password(user_id: str, body: PasswordBody, app: App) -> dict[str, Any]:
+@router.put("/users/{user_id}/password", responses=errors(404))
+def put_password(user_id: UserIdPath, body: PasswordBody, app: App) -> dict[str, Any]:
     """Store a hash of the user's gateway password (used only with password auth on)."""
     validate_user_id(user_id)
     hashed = hash_password(body.password)
@@ -90,16 +100,16 @@ def _existing_user(db: Db, user_id: str) -> User:
     return user
 
 
-@router.delete("/users/{user_id}/password")
-def delete_password(user_id: str, app: App) -> dict[str, Any]:
+@router.delete("/users/{user_id}/password", responses=errors(404))
+def delete_password(user_id: UserIdPath, app: App) -> dict[str, Any]:
     with app.db.transaction() as db:
         user = _existing_user(db, user_id)
         user.password_hash = None
         return _keys_out(user)
 
 
-@router.get("/users/{user_id}/keys")
-def get_keys(user_id: str, app: App) -> dict[str, Any]:
+@router.get("/users/{user_id}/keys", responses=errors(404))
+def get_keys(user_id: UserIdPath, app: App) -> dict[str, Any]:
     with app.db.transaction() as db:
         return _keys_out(_existing_user(db, user_id))
 

@@ -1,0 +1,95 @@
+"""One error shape: every documented code is produced by some route, with its status
+and headers, and the OpenAPI document says so."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from tests.fakes.runtime import FakeRuntime
+from tests.unit.api.conftest import HEADERS
+
+from sandman.errors import ERROR_CODES, RuntimeFailure
+
+# Codes documented before any route can produce them, and the issue that adds one.
+NOT_YET_PRODUCED = {"forbidden": "roles arrive with accounts"}
+
+
+def _create(api: TestClient, user: str, **body: Any) -> httpx.Response:
+    return api.post("/api/v1/sessions", json={"user_id": user, **body}, headers=HEADERS)
+
+
+def _check(response: httpx.Response, code: str) -> dict[str, Any]:
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "code"}, body
+    assert body["code"] == code and response.status_code == ERROR_CODES[code], body
+    assert body["error"] and isinstance(body["error"], str)
+    return body
+
+
+def test_every_documented_code_is_produced(api: TestClient, runtime: FakeRuntime) -> None:
+    seen: set[str] = set()
+
+    def expect(response: httpx.Response, code: str) -> httpx.Response:
+        _check(response, code)
+        seen.add(code)
+        return response
+
+    expect(_create(api, "Not A Name"), "invalid_request")
+    expect(api.get("/api/v1/sessions?limit=0", headers=HEADERS), "invalid_request")
+    unauthenticated = expect(api.get("/api/v1/sessions"), "unauthenticated")
+    assert unauthenticated.headers["WWW-Authenticate"] == "Bearer"
+    expect(api.get("/api/v1/sessions/no-such-session", headers=HEADERS), "not_found")
+    expect(api.get("/api/v1/no-such-endpoint", headers=HEADERS), "not_found")
+    refused = expect(api.put("/api/v1/sessions", headers=HEADERS), "method_not_allowed")
+    assert set(refused.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert _create(api, "alice").status_code == 201
+    expect(_create(api, "alice"), "conflict")
+    for i in range(7):  # the seven 1g.5gb instances of the simulated A100
+        assert _create(api, f"gpu{i}", mig_profile="1g.5gb").status_code == 201
+    full = expect(_create(api, "gpu7", mig_profile="1g.5gb"), "capacity_exhausted")
+    assert "1g.5gb" in full.json()["error"]
+
+    runtime.unreachable = True
+    down = expect(_create(api, "bob"), "engine_unavailable")
+    assert int(down.headers["Retry-After"]) >= 1
+    runtime.unreachable = False
+
+    runtime.start_error = RuntimeFailure("the engine refused")
+    expect(_create(api, "carol"), "internal_error")
+    runtime.start_error = None
+
+    runtime.start_gate = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(_create, api, f"held{i}") for i in range(2)]
+        while runtime.calls["start"] < 10:  # 9 earlier starts, then both starters held
+            threading.Event().wait(0.01)
+        busy = expect(_create(api, "dave"), "busy")
+        assert int(busy.headers["Retry-After"]) >= 1
+        runtime.start_gate.set()
+        assert [f.result().status_code for f in held] == [201, 201]
+
+    assert seen == set(ERROR_CODES) - set(NOT_YET_PRODUCED)
+
+
+def test_the_openapi_document_lists_errors_with_their_schema(api: TestClient) -> None:
+    document = api.get("/openapi.json").json()
+    error_schema = document["components"]["schemas"]["ErrorOut"]
+    assert set(error_schema["properties"]["code"]["enum"]) == set(ERROR_CODES)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)
+            if path.startswith("/api/v1/"):
+                for status in ("401", "500"):
+                    assert status in responses, (method, path, status)
+                    schema = responses[status]["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorOut"}
+    create = document["paths"]["/api/v1/sessions"]["post"]["responses"]
+    assert {"201", "202", "400", "401", "409", "500", "503"} <= set(create)
+    assert "Retry-After" in create["503"]["headers"]
+    assert "404" in document["paths"]["/api/v1/sessions/{session_id}"]["get"]["responses"]
