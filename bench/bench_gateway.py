@@ -9,6 +9,8 @@ are reported. The gateway's CPU time per test is this process's CPU time (the
 clients, sshd and the port-forward peers are child processes).
 
 Options: ``--quick`` (smaller transfers), ``--stock`` (leave asyncssh untuned),
+``--compare-tuning`` (the bulk transfers with stock asyncssh, then with the
+gateway's tuning, in one run, side by side),
 ``--repeat N`` (default 5), ``--profile FILE`` (py-spy profile of the gateway
 during the cat transfers: a flame graph, or collapsed stacks when FILE ends in
 ``.txt``).
@@ -320,6 +322,39 @@ def bench_concurrent(b: Bench, n: int) -> Result:
     return Result(f"{n} concurrent connections (s)", "s", walls[False], walls[True], cpu, False)
 
 
+def transfers(tune: bool, bulk: int, files: int, repeat: int) -> list[Result]:
+    """The bulk transfers through a fresh gateway and sshd, tuned or stock."""
+    with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
+        b = Bench(Path(tmp), tune=tune)
+        try:
+            results = bench_cat(b, bulk, repeat)
+            results.extend(bench_scp_sftp(b, files, repeat))
+        finally:
+            b.close()
+    return results
+
+
+def compare_tuning(bulk: int, files: int, repeat: int) -> None:
+    """Stock first: tuning replaces asyncssh functions process-wide, so it comes second."""
+    from sandman.gateway import asyncssh_tuning
+
+    stock = transfers(False, bulk, files, repeat)
+    assert not asyncssh_tuning.is_applied()
+    tuned = transfers(True, bulk, files, repeat)
+    print(f"asyncssh tuned in the second run: {asyncssh_tuning.is_applied()}; cipher {CIPHER}")
+    print(
+        f"\n{'test':30} {'direct':>8} {'stock':>8} {'tuned':>8} {'stock/dir':>9} "
+        f"{'tuned/dir':>9} {'stock cpu':>9} {'tuned cpu':>9}"
+    )
+    for s, t in zip(stock, tuned, strict=True):
+        direct = statistics.mean([s.direct, t.direct])
+        print(
+            f"{s.name:30} {direct:8.1f} {s.gateway:8.1f} {t.gateway:8.1f} "
+            f"{s.gateway / direct:9.2f} {t.gateway / direct:9.2f} "
+            f"{s.gateway_cpu_s:9.2f} {t.gateway_cpu_s:9.2f}  ({s.unit}; cpu s)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -328,10 +363,18 @@ def main() -> None:
         "--repeat", type=int, default=5, help="runs of each transfer each way (median reported)"
     )
     parser.add_argument("--profile", type=Path, help="write a py-spy profile here (.svg or .txt)")
+    parser.add_argument(
+        "--compare-tuning",
+        action="store_true",
+        help="bulk transfers with stock asyncssh, then tuned, in one run",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     bulk = 256 * MiB if args.quick else 1024 * MiB
     files = 64 * MiB if args.quick else 256 * MiB
+    if args.compare_tuning:
+        compare_tuning(bulk, files, args.repeat)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         b = Bench(Path(tmp), tune=not args.stock)
         spy = None
