@@ -23,6 +23,7 @@ from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
 from sandman.runtime import make_runtime
 from sandman.runtime.base import SessionRuntime
+from sandman.services.certificates import UserCA
 from sandman.services.creation import CreationPool
 from sandman.services.gateway_routes import DatabaseRouteSource
 from sandman.services.gpus import GpuAdmin
@@ -144,9 +145,15 @@ class Sandman:
         gateway_dir = settings.data_dir / "gateway"
         identity_path = gateway_dir / "identity_ed25519"
         host_key_path = gateway_dir / "host_ed25519"
+        self.ca: UserCA | None = None
         if settings.ssh_mode != "direct":
             identity = load_or_create_key(identity_path, comment="sandman-gateway")
             self.sessions.gateway_key = public_key_line(identity)
+            # Containers trust the CA, not the gateway's key: the gateway logs in with a
+            # certificate for one user that expires with the session.
+            self.ca = UserCA(settings.data_dir / "ca", timedelta(minutes=settings.max_ttl_minutes))
+            self.sessions.trusted_ca_keys = self.ca.trusted_keys
+            self.routes = DatabaseRouteSource(self.sessions, self.ca, identity)
             host_key = load_or_create_key(host_key_path, comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
             if with_gateway and settings.run_gateway:
@@ -174,10 +181,16 @@ class Sandman:
                     "SSHPiper logs in to the containers with the gateway's identity key, "
                     "which direct mode does not authorize in them"
                 )
-            piper = SshPiperConfig(settings.sshpiper_config, self.sessions, identity_path)
+            piper = SshPiperConfig(settings.sshpiper_config, self.sessions)
             self.sshpiper = piper
+            self.sessions.session_key = piper.session_key
             self.sessions.start_hooks.append(lambda _user, _session, _why: piper.sync())
-            self.sessions.end_hooks.append(lambda _user, _session, _why: piper.sync())
+
+            def forget(_user: str, session_id: str, _why: str) -> None:
+                piper.forget(session_id)
+                piper.sync()
+
+            self.sessions.end_hooks.append(forget)
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(
             self.sessions,

@@ -19,6 +19,8 @@ from sandman.errors import SandmanError
 app = typer.Typer(help="Sandman: per-user GPU containers with SSH.", no_args_is_help=True)
 image_app = typer.Typer(help="The workspace image.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
+ca_app = typer.Typer(help="Sandman's SSH user certificate authority.", no_args_is_help=True)
+app.add_typer(ca_app, name="ca")
 app.add_typer(session_app, name="session")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
 console = Console(stderr=True)
@@ -59,6 +61,25 @@ def _core(settings: Settings, with_gateway: bool = True) -> Sandman:
     except SandmanError as exc:
         console.print(f"[red]sandman: {exc.message}[/red]")
         raise typer.Exit(2) from None
+
+
+@ca_app.command("rotate")
+def ca_rotate(
+    data_dir: Annotated[Path | None, typer.Option(help="State directory")] = None,
+) -> None:
+    """Make a new CA; sessions that trust the old one stay reachable until they end."""
+    from datetime import timedelta
+
+    from sandman.services.certificates import UserCA
+
+    settings = _settings(data_dir=data_dir)
+    ca = UserCA(settings.data_dir / "ca", timedelta(minutes=settings.max_ttl_minutes))
+    public = ca.rotate()
+    console.print(
+        f"New user CA: {public}\nSessions started before now trust the old CA; the gateway "
+        f"signs for both until those sessions have ended (at most "
+        f"{settings.max_ttl_minutes} minutes)."
+    )
 
 
 @app.command()

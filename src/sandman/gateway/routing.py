@@ -26,6 +26,9 @@ class Route:
     # Login name on the upstream sshd; None means the same as ``user_id`` (the
     # session container runs as the user).
     upstream_user: str | None = None
+    # OpenSSH user certificates of the gateway's key for this user, from Sandman's CA;
+    # none means the session authorizes the gateway's key itself.
+    certificates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

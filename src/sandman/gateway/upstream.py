@@ -1,7 +1,8 @@
 """Connecting the gateway to a session's own sshd.
 
 The upstream is authenticated in both directions: the gateway logs in with its
-identity key, and the upstream must present exactly ``route.host_public_key``
+identity key and a short-lived certificate for that one user (when the route
+carries one), and the upstream must present exactly ``route.host_public_key``
 (no trust on first use, no ``~/.ssh`` files, no agent).
 """
 
@@ -61,6 +62,11 @@ async def connect_upstream(
     """
     user = route.upstream_user or route.user_id
     known_hosts = known_hosts_for(route)
+    client_keys: list[asyncssh.SSHKey] | list[tuple[asyncssh.SSHKey, asyncssh.SSHCertificate]]
+    if route.certificates:
+        client_keys = [(identity, asyncssh.import_certificate(line)) for line in route.certificates]
+    else:
+        client_keys = [identity]
     backoff = policy.first_backoff_s
     last: Exception | None = None
     for attempt in range(1, policy.attempts + 1):
@@ -69,7 +75,7 @@ async def connect_upstream(
                 route.host,
                 route.port,
                 username=user,
-                client_keys=[identity],
+                client_keys=client_keys,
                 known_hosts=known_hosts,
                 agent_path=None,
                 agent_forwarding=agent_forward_path or False,

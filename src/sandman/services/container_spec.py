@@ -43,6 +43,7 @@ class SessionContainer:
     real_gpus: bool  # hand real devices to the session (nvml backend)
     authorized_keys: tuple[str, ...] = ()
     host_key: tuple[str, str] = ("", "")  # (private, public) OpenSSH
+    trusted_ca_keys: tuple[str, ...] = ()  # user CAs whose certificates sshd accepts
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -61,13 +62,21 @@ def session_environment(session: SessionContainer) -> dict[str, str]:
     return environment
 
 
-def sshd_session_config(environment: dict[str, str]) -> str:
-    """``SetEnv`` lines so that ``ssh host cmd`` sees the session's GPU, as a login does."""
+TRUSTED_CA_KEYS = f"{SSH_DIR}/trusted_user_ca_keys"
+
+
+def sshd_session_config(environment: dict[str, str], trusted_ca: bool = False) -> str:
+    """``SetEnv`` lines so that ``ssh host cmd`` sees the session's GPU, as a login does,
+    and, with ``trusted_ca``, the CA whose user certificates sshd accepts (the image's
+    sshd_config includes this file first, so its settings win)."""
     for name, value in environment.items():
         if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name) or re.search(r"[\s\"'\\]", value):
             raise ValueError(f"environment entry {name}={value!r} cannot go into SetEnv")
     pairs = " ".join(f"{name}={value}" for name, value in sorted(environment.items()))
-    return f"SetEnv {pairs}\n" if pairs else ""
+    lines = f"SetEnv {pairs}\n" if pairs else ""
+    if trusted_ca:
+        lines += f"TrustedUserCAKeys {TRUSTED_CA_KEYS}\n"
+    return lines
 
 
 def session_files(session: SessionContainer) -> tuple[SessionFile, ...]:
@@ -75,7 +84,13 @@ def session_files(session: SessionContainer) -> tuple[SessionFile, ...]:
     private, public = session.host_key
     passwd, group = passwd_and_group(session.user_id, session.uid, session.gid)
     environment = session_environment(session)
+    trusted = (
+        (SessionFile(TRUSTED_CA_KEYS, "".join(k + "\n" for k in session.trusted_ca_keys)),)
+        if session.trusted_ca_keys
+        else ()
+    )
     return (
+        *trusted,
         SessionFile(f"{SSH_DIR}/{HOST_KEY}", private, 0o600, owned_by_user=True),
         SessionFile(f"{SSH_DIR}/{HOST_KEY}.pub", public + "\n", 0o644, owned_by_user=True),
         SessionFile(
@@ -86,7 +101,7 @@ def session_files(session: SessionContainer) -> tuple[SessionFile, ...]:
         ),
         SessionFile(
             f"{SSH_DIR}/sshd_session.conf",
-            sshd_session_config(environment),
+            sshd_session_config(environment, trusted_ca=bool(session.trusted_ca_keys)),
             0o644,
             owned_by_user=True,
         ),

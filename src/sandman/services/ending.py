@@ -59,7 +59,8 @@ class SessionEnding(SessionReads):
     clock: Callable[[], datetime]
     stop_hooks: list[SessionHook]
     end_hooks: list[SessionHook]
-    _busy: set[str]
+    _busy: set[str]  # sessions this process is creating
+    _ending: set[str]  # sessions a thread of this process is ending
     _busy_lock: threading.Lock
 
     def end(
@@ -74,30 +75,37 @@ class SessionEnding(SessionReads):
 
         Only the caller whose compare-and-set moves the row to ``stopping`` runs the
         teardown; ``seen_version`` makes the change conditional on the row being
-        unchanged since the caller read it. With ``wait``, a caller that lost the
-        race waits (bounded) for the winner's teardown to finish.
+        unchanged since the caller read it. Within this process one caller at a time
+        ends a session (``_claim``), so a teardown of ours that failed half-way can be
+        resumed without racing one still running. With ``wait``, a caller that lost
+        the race waits (bounded) for the winner's teardown to finish.
         """
-        with self.db.transaction() as db:
-            row = db.get(SessionRow, session_id)
-            if row is None:
-                raise NotFound(f"no session {session_id!r}")
-            owned = transition(
-                db,
-                session_id,
-                ENDABLE,
-                SessionStatus.STOPPING,
-                seen_version=seen_version,
-                stop_status=status.value,
-                end_reason=reason,
-                worker_id=self.worker_id,
-            )
-            teardown = self._claimed(db, session_id) if owned else None
-            unfinished = row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
-        if teardown is None:
-            if unfinished and self.resume_teardown(session_id):
-                return self.get(session_id)  # our own teardown had failed half-way
+        if not self._claim(session_id):  # another thread of this process is ending it
             return self._wait_ended(session_id) if wait else self.get(session_id)
-        return self._teardown_busy(teardown)
+        try:
+            with self.db.transaction() as db:
+                row = db.get(SessionRow, session_id)
+                if row is None:
+                    raise NotFound(f"no session {session_id!r}")
+                owned = transition(
+                    db,
+                    session_id,
+                    ENDABLE,
+                    SessionStatus.STOPPING,
+                    seen_version=seen_version,
+                    stop_status=status.value,
+                    end_reason=reason,
+                    worker_id=self.worker_id,
+                )
+                unfinished = (
+                    row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
+                )
+                teardown = self._claimed(db, session_id) if owned or unfinished else None
+            if teardown is not None:
+                return self._teardown(teardown)  # ours, or ours that had failed half-way
+        finally:
+            self._release(session_id)
+        return self._wait_ended(session_id) if wait else self.get(session_id)
 
     def end_all(self, reason: str, concurrency: int | None = None) -> list[SessionRow]:
         """End every active session, ``concurrency`` teardowns at a time."""
@@ -120,6 +128,14 @@ class SessionEnding(SessionReads):
         A ``starting`` one fails; a ``stopping`` one ends as it was meant to.
         Returns False when another process took it first.
         """
+        if not self._claim(session_id):
+            return False
+        try:
+            return self._finish_abandoned(session_id, dead_worker, reason)
+        finally:
+            self._release(session_id)
+
+    def _finish_abandoned(self, session_id: str, dead_worker: str | None, reason: str) -> bool:
         with self.db.transaction() as db:
             row = db.get(SessionRow, session_id)
             if row is None or row.worker_id != dead_worker:
@@ -146,17 +162,16 @@ class SessionEnding(SessionReads):
             teardown = self._claimed(db, session_id) if owned else None
         if teardown is None:
             return False
-        self._teardown_busy(teardown)
+        self._teardown(teardown)
         return True
 
     def resume_teardown(self, session_id: str) -> bool:
         """Finish a teardown this process won but could not complete (the runtime was
         unreachable, say): the session is ``stopping``, owned by this worker, and no
-        teardown is working on it. Returns False when there was nothing to resume."""
-        with self._busy_lock:
-            if session_id in self._busy:
-                return False
-            self._busy.add(session_id)
+        thread of this process is ending it. Returns False when there was nothing to
+        resume."""
+        if not self._claim(session_id):
+            return False
         try:
             with self.db.transaction() as db:
                 row = db.get(SessionRow, session_id)
@@ -170,16 +185,19 @@ class SessionEnding(SessionReads):
             self._teardown(teardown)
             return True
         finally:
-            self._not_busy(session_id)
+            self._release(session_id)
 
-    def _teardown_busy(self, teardown: Teardown) -> SessionRow:
-        """The teardown, with the session marked busy so no one resumes it meanwhile."""
+    def _claim(self, session_id: str) -> bool:
+        """Take this process's right to end the session; False if a thread has it."""
         with self._busy_lock:
-            self._busy.add(teardown.row.id)
-        try:
-            return self._teardown(teardown)
-        finally:
-            self._not_busy(teardown.row.id)
+            if session_id in self._ending:
+                return False
+            self._ending.add(session_id)
+            return True
+
+    def _release(self, session_id: str) -> None:
+        with self._busy_lock:
+            self._ending.discard(session_id)
 
     def _claimed(self, db: Db, session_id: str) -> Teardown:
         row = db.get_one(SessionRow, session_id)
@@ -245,9 +263,9 @@ class SessionEnding(SessionReads):
                 log.exception("session hook %r failed", hook)
 
     def is_busy(self, session_id: str) -> bool:
-        """Whether this process is creating the session or tearing it down right now."""
+        """Whether this process is creating the session or ending it right now."""
         with self._busy_lock:
-            return session_id in self._busy
+            return session_id in self._busy or session_id in self._ending
 
     def _not_busy(self, session_id: str) -> None:
         with self._busy_lock:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
+import asyncssh
 from sqlalchemy import delete, select
 
 from sandman.domain import ACTIVE_STATUSES, USER_ID_PATTERN, SessionStatus
 from sandman.gateway.routing import ConnectionRecord, Route
+from sandman.services.certificates import UserCA
 from sandman.services.passwords import verify_password
 from sandman.services.sessions import SessionService
 from sandman.store.models import Connection, User
@@ -30,8 +32,15 @@ def describe_gpu(row: SessionRow, simulated: bool) -> str:
 class DatabaseRouteSource:
     """``RouteSource`` backed by the sessions and users tables."""
 
-    def __init__(self, sessions: SessionService) -> None:
+    def __init__(
+        self,
+        sessions: SessionService,
+        ca: UserCA | None = None,
+        gateway_key: asyncssh.SSHKey | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.ca = ca  # with the gateway's public key: routes carry certificates
+        self.gateway_key = gateway_key
 
     def authorized_keys(self, user_id: str) -> list[str]:
         if not USER_ID_PATTERN.fullmatch(user_id):
@@ -71,6 +80,17 @@ class DatabaseRouteSource:
             host_public_key=row.host_public_key,
             gpu=describe_gpu(row, self.sessions.inventory.simulated),
             expires_at=row.expires_at,
+            certificates=self._certificates(row),
+        )
+
+    def _certificates(self, row: SessionRow) -> tuple[str, ...]:
+        """The gateway's certificates for this user, valid until the session ends."""
+        if self.ca is None or self.gateway_key is None:
+            return ()
+        return tuple(
+            self.ca.certificates(
+                self.gateway_key, row.user_id, row.expires_at, key_id=f"sandman-gateway:{row.id}"
+            )
         )
 
     def record_connection(self, record: ConnectionRecord) -> None:

@@ -115,8 +115,14 @@ class SessionService(SessionEnding):
         self.start_hooks: list[SessionHook] = []  # the session is running
         self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
         self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
-        self.gateway_key: str | None = None  # the gateway's identity, authorized in containers
+        # The gateway's identity: trusted through certificates of these CAs when set,
+        # else authorized in the containers itself.
+        self.gateway_key: str | None = None
+        self.trusted_ca_keys: Callable[[], list[str]] | None = None
+        # A key only this session's sshd authorizes (SSHPiper's), made per session.
+        self.session_key: Callable[[str], str] | None = None
         self._busy: set[str] = set()
+        self._ending: set[str] = set()
         self._busy_lock = threading.Lock()
 
     # ---------------------------------------------------------------- create
@@ -293,8 +299,12 @@ class SessionService(SessionEnding):
             gpu_uuids=tuple(granted),
             mig_profile=row.mig_profile,
             real_gpus=not self.inventory.simulated,
-            authorized_keys=tuple(self.container_keys(list(row.authorized_keys))),
+            authorized_keys=tuple(
+                self.container_keys(list(row.authorized_keys))
+                + ([self.session_key(row.id)] if self.session_key else [])
+            ),
             host_key=host_key,
+            trusted_ca_keys=tuple(self.trusted_ca_keys() if self.trusted_ca_keys else ()),
         )
         self._clear_stale_container(row.container_name, row.id)
         state = self.runtime.start(session_launch(session))
@@ -348,10 +358,11 @@ class SessionService(SessionEnding):
         return current
 
     def container_keys(self, user_keys: list[str]) -> list[str]:
-        """Who may log in to the container's sshd: the user directly, the gateway, or both."""
+        """Whose keys the container's sshd authorizes: the user's (direct mode), and the
+        gateway's only where it does not log in with a CA certificate."""
         mode = self.settings.ssh_mode
         keys = list(user_keys) if mode in ("direct", "both") else []
-        if mode in ("gateway", "both"):
+        if mode in ("gateway", "both") and self.trusted_ca_keys is None:
             if not self.gateway_key:
                 raise RuntimeFailure("the gateway's identity key is not loaded")
             keys.append(self.gateway_key)

@@ -2,8 +2,10 @@
 for sites that prefer SSHPiper as their gateway in front of Sandman's containers.
 
 Every pipe routes a user name to its session's sshd, authenticates upstream with
-Sandman's gateway identity key (a file of mode 0400, as SSHPiper requires) and
-pins the container's host key, so no trust-on-first-use happens anywhere.
+a key made for that one session (a file of mode 0400, as SSHPiper requires;
+only that session's sshd authorizes it, and it is deleted when the session
+ends) and pins the container's host key, so no trust-on-first-use happens
+anywhere and no single file opens every session.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import yaml
 from sqlalchemy import select
 
 from sandman.domain import SessionStatus
+from sandman.services.keys import generate_key_pair
 from sandman.services.sessions import SessionService
 from sandman.store.models import Session as SessionRow
 
@@ -33,13 +36,14 @@ class Pipe:
     host: str
     port: int
     host_public_key: str
+    private_key: Path  # this session's upstream key file
 
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def render_pipes(pipes: list[Pipe], private_key_path: Path) -> str:
+def render_pipes(pipes: list[Pipe]) -> str:
     """The whole ``pipe.yaml`` (pure)."""
     document = {
         "version": "1.0",
@@ -56,7 +60,7 @@ def render_pipes(pipes: list[Pipe], private_key_path: Path) -> str:
                 "to": {
                     "host": f"{pipe.host}:{pipe.port}",
                     "username": pipe.user_id,
-                    "private_key": str(private_key_path),
+                    "private_key": str(pipe.private_key),
                     "known_hosts_data": [
                         _b64(f"[{pipe.host}]:{pipe.port} {pipe.host_public_key}\n")
                     ],
@@ -84,15 +88,23 @@ def write_atomically(path: Path, content: str, mode: int) -> None:
 
 
 class SshPiperConfig:
-    def __init__(self, path: Path, sessions: SessionService, identity_key: Path) -> None:
+    def __init__(self, path: Path, sessions: SessionService) -> None:
         self.path = path
         self.sessions = sessions
-        self.identity_key = identity_key
-        self.upstream_key = path.parent / "sandman-upstream-key"
+        self.keys_dir = path.parent / "keys"
         self._lock = threading.Lock()  # one writer
         self._state = threading.Lock()  # guards the two counters
         self._requested = 0  # changes asked for
         self._written = 0  # changes the file on disk covers
+
+    def session_key(self, session_id: str) -> str:
+        """Make the key SSHPiper logs in to this session with; returns its public line."""
+        pair = generate_key_pair(f"sshpiper@{session_id}")
+        write_atomically(self.keys_dir / session_id, pair.private_openssh, 0o400)
+        return pair.public_openssh
+
+    def forget(self, session_id: str) -> None:
+        (self.keys_dir / session_id).unlink(missing_ok=True)
 
     def sync(self) -> None:
         """Rewrite ``pipe.yaml`` from a snapshot of the running sessions.
@@ -111,12 +123,7 @@ class SshPiperConfig:
             with self._state:
                 covering = self._requested
             pipes = self._snapshot()
-            # Written like pipe.yaml (private from creation on), and again
-            # whenever the gateway's identity key has changed.
-            key = self.identity_key.read_text()
-            if not self.upstream_key.exists() or self.upstream_key.read_text() != key:
-                write_atomically(self.upstream_key, key, 0o400)
-            write_atomically(self.path, render_pipes(pipes, self.upstream_key), 0o600)
+            write_atomically(self.path, render_pipes(pipes), 0o600)
             self._written = covering
         log.debug("sshpiper config: %d pipes", len(pipes))
 
@@ -132,7 +139,11 @@ class SshPiperConfig:
                 host=row.endpoint_host,
                 port=row.endpoint_port,
                 host_public_key=row.host_public_key,
+                private_key=self.keys_dir / row.id,
             )
             for row in rows
-            if row.endpoint_host and row.endpoint_port and row.host_public_key
+            if row.endpoint_host
+            and row.endpoint_port
+            and row.host_public_key
+            and (self.keys_dir / row.id).exists()
         ]

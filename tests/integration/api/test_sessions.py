@@ -289,8 +289,24 @@ def test_sshpiper_config_follows_the_sessions(make_harness, tmp_path: Path) -> N
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.stdout.strip() == "uma", result.stderr
+    # the key is this session's alone: it does not open another user's session
+    other = harness.create("vera").json()
+    pipes = {p["from"][0]["username"]: p for p in yaml.safe_load(pipe_yaml.read_text())["pipes"]}
+    assert Path(pipes["vera"]["to"]["private_key"]) != key_file
+    host, port = pipes["vera"]["to"]["host"].rsplit(":", 1)
+    known.write_text(f"[{host}]:{port} {other['container_host_public_key']}\n")
+    refused = subprocess.run(
+        ["ssh", "-p", port, "-i", str(key_file), "-o", "BatchMode=yes",
+         "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known}",
+         "-o", "StrictHostKeyChecking=yes", f"vera@{host}", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
     harness.client.delete(f"/api/v1/sessions/{session['session_id']}", headers=harness.headers)
-    assert yaml.safe_load(pipe_yaml.read_text())["pipes"] == []
+    assert not key_file.exists()  # gone with its session
+    assert [p["from"][0]["username"] for p in yaml.safe_load(pipe_yaml.read_text())["pipes"]] == [
+        "vera"
+    ]
 
 
 def test_user_keys_open_the_gateway_and_connections_are_logged(

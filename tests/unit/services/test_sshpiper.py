@@ -23,18 +23,24 @@ from sandman.store.models import Session as SessionRow
 def test_pipe_yaml_pins_host_keys_and_uses_key_files() -> None:
     text = render_pipes(
         [
-            Pipe("bob", ["ssh-ed25519 BBBB bob"], "127.0.0.1", 10001, "ssh-ed25519 HOSTB"),
-            Pipe("alice", ["ssh-ed25519 AAAA a"], "127.0.0.1", 10000, "ssh-ed25519 HOSTA"),
+            Pipe(
+                "bob", ["ssh-ed25519 BBBB bob"], "127.0.0.1", 10001, "ssh-ed25519 HOSTB",
+                Path("/data/sshpiper/keys/s-bob"),
+            ),
+            Pipe(
+                "alice", ["ssh-ed25519 AAAA a"], "127.0.0.1", 10000, "ssh-ed25519 HOSTA",
+                Path("/data/sshpiper/keys/s-alice"),
+            ),
         ],
-        Path("/data/sshpiper/sandman-upstream-key"),
-    )
+    )  # fmt: skip
     document = yaml.safe_load(text)
     assert document["version"] == "1.0"
     first = document["pipes"][0]
     assert first["from"][0]["username"] == "alice"
     assert base64.b64decode(first["from"][0]["authorized_keys_data"]) == b"ssh-ed25519 AAAA a\n"
     assert first["to"]["host"] == "127.0.0.1:10000" and first["to"]["username"] == "alice"
-    assert first["to"]["private_key"] == "/data/sshpiper/sandman-upstream-key"
+    assert first["to"]["private_key"] == "/data/sshpiper/keys/s-alice"  # a key per session
+    assert document["pipes"][1]["to"]["private_key"] == "/data/sshpiper/keys/s-bob"
     assert first["to"]["ignore_hostkey"] is False
     (known,) = first["to"]["known_hosts_data"]
     assert base64.b64decode(known) == b"[127.0.0.1]:10000 ssh-ed25519 HOSTA\n"
@@ -42,7 +48,7 @@ def test_pipe_yaml_pins_host_keys_and_uses_key_files() -> None:
 
 
 def test_no_sessions_no_pipes() -> None:
-    assert yaml.safe_load(render_pipes([], Path("/k")))["pipes"] == []
+    assert yaml.safe_load(render_pipes([]))["pipes"] == []
 
 
 def _running_session(db: Database, service: SessionService, user: str, port: int) -> None:
@@ -70,9 +76,7 @@ def test_concurrent_changes_leave_the_newest_snapshot_on_disk(tmp_path: Path) ->
         settings, db, FakeRuntime(), make_inventory("simulated", topology="a100-40gb-7x1g",
         state_path=tmp_path / "gpus.json", seed="t"), HostKeys(tmp_path), "dep", "w1",
     )  # fmt: skip
-    identity = tmp_path / "identity"
-    identity.write_text("PRIVATE KEY\n")
-    piper = SshPiperConfig(tmp_path / "piper" / "pipe.yaml", service, identity)
+    piper = SshPiperConfig(tmp_path / "piper" / "pipe.yaml", service)
     writes: list[int] = []
     real_write = sshpiper.write_atomically
 
@@ -86,6 +90,7 @@ def test_concurrent_changes_leave_the_newest_snapshot_on_disk(tmp_path: Path) ->
 
     def change_and_sync(i: int) -> None:
         barrier.wait()
+        piper.session_key(f"s-user{i}")
         _running_session(db, service, f"user{i}", 10000 + i)
         piper.sync()
 
