@@ -72,6 +72,8 @@ class DatabaseRouteSource:
             ).first()
         if row is None or row.host_public_key is None or not row.endpoint_host:
             return None
+        if row.expires_at <= self.sessions.clock():
+            return None  # its TTL has run out; the reaper ends it at its next sweep
         return Route(
             session_id=row.id,
             user_id=row.user_id,

@@ -62,7 +62,10 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
         "/workspace",
         "/etc/passwd",
         "/etc/group",
-        *(f"/etc/sandman/ssh/{name}" for name in (*ssh_files, "sshd_session.conf")),
+        *(
+            f"/etc/sandman/ssh/{name}"
+            for name in (*ssh_files, "sshd_session.conf", "trusted_user_ca_keys")
+        ),
     }
     assert [path for path, m in mounts.items() if m["RW"]] == ["/workspace"]
     assert all("docker.sock" not in m["Source"] for m in mounts.values())

@@ -245,7 +245,11 @@ def test_forward_refused_without_session(env: Env) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=5)
     finally:
         tunnel.terminate()
-        _, err = tunnel.communicate(timeout=10)
+        try:
+            _, err = tunnel.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # ssh -N now and then ignores SIGTERM here
+            tunnel.kill()
+            _, err = tunnel.communicate(timeout=10)
     assert b"no running session for dave" in err
 
 

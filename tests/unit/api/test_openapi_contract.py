@@ -9,7 +9,6 @@ and ``end_reason``), so schemathesis' ``use_after_free`` check is off.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import use_after_free
 from tests.fakes.runtime import FakeRuntime
-from tests.unit.api.conftest import HEADERS, TOKEN
+from tests.unit.api.conftest import HEADERS, fake_core
 
 from sandman.api.app import create_app
-from sandman.config import Settings
-from sandman.core import Sandman
 from sandman.services.keys import generate_key_pair
 
 # The key format the schema names: real keys, as a client would send (random base64
@@ -56,25 +53,10 @@ CHECKS = {
 }
 
 
-def _app(root: Path) -> tuple[Sandman, Any]:
-    runtime = FakeRuntime()
-    settings = Settings(
-        data_dir=root,
-        admin_token=TOKEN,
-        ssh_mode="direct",
-        start_timeout=2,
-        stop_grace_period=0,
-        create_wait=1,
-    )
-    core = Sandman(settings, runtime=runtime, announce=lambda _: None, with_gateway=False)
-    core.sessions.probe = runtime.probe
-    return core, create_app(core, run_background=False)
-
-
 @pytest.fixture(scope="module")
 def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    core, app = _app(tmp_path_factory.mktemp("contract"))
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    core = fake_core(tmp_path_factory.mktemp("contract"), FakeRuntime(), start_timeout=2)
+    yield schemathesis.openapi.from_asgi("/openapi.json", create_app(core, run_background=False))
     core.stop()
 
 
