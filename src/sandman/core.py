@@ -240,6 +240,8 @@ class Sandman:
             self.reconciler.run_once()
             if self.sshpiper is not None:
                 self.sshpiper.sync()
+        except ConfigurationError:
+            raise  # it cannot work: refuse to run
         except SandmanError as exc:
             log.error("start-up reconciliation failed: %s", exc.message)
         self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)

@@ -14,7 +14,7 @@ from rich.console import Console
 from sandman.cli.client import gpus_command, session_app
 from sandman.config import Settings
 from sandman.core import Sandman
-from sandman.errors import SandmanError
+from sandman.errors import ConfigurationError, SandmanError
 
 app = typer.Typer(help="Sandman: per-user GPU containers with SSH.", no_args_is_help=True)
 image_app = typer.Typer(help="The workspace image.", no_args_is_help=True)
@@ -129,6 +129,14 @@ def serve(
         log_level=log_level,
     )
     core = _core(settings)
+    try:
+        core.runtime.prepare()  # refuse a setting that cannot be safe before serving anyone
+    except ConfigurationError as exc:
+        console.print(f"[red]sandman: {exc.message}[/red]")
+        core.stop()
+        raise typer.Exit(2) from None
+    except SandmanError as exc:
+        console.print(f"[yellow]sandman: {exc.message}; serving degraded[/yellow]")
     if core.inventory.simulated:
         console.print(
             f"[bold yellow]SIMULATED GPUs ({settings.gpu_topology}): no real GPU is "

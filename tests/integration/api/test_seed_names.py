@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from tests.integration.support import TOKEN, Server, free_port
@@ -43,3 +44,29 @@ def test_sshpiper_in_direct_mode_says_which_mode_to_use(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--ssh-mode gateway or both" in result.stderr
+
+
+def test_a_session_network_that_lets_containers_meet_is_refused(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    name = f"sandman-icc-{uuid.uuid4().hex[:8]}"
+    network = docker_client.networks.create(name, driver="bridge")  # icc on: Docker's default
+    try:
+        env = {
+            **os.environ,
+            "SANDMAN_DATA_DIR": str(tmp_path),
+            "SANDMAN_ADMIN_TOKEN": TOKEN,
+            "SANDMAN_NETWORK_NAME": name,
+            "SANDMAN_CONTAINER_PREFIX": f"smi-{uuid.uuid4().hex[:6]}",
+            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "sandman.cli", "serve", "--port", str(free_port())],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        said = " ".join(result.stderr.split())  # the console wraps long lines
+        assert result.returncode == 2, said
+        assert "lets containers reach each other" in said
+        assert f"docker network rm {name}" in said
+    finally:
+        network.remove()

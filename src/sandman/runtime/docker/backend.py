@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from sandman.errors import RuntimeFailure, RuntimeUnavailable
+from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable
 from sandman.runtime.base import (
     SSHD_PORT,
     ContainerState,
@@ -137,7 +137,8 @@ class DockerRuntime:
         self.files.discard(session_id)
 
     def prepare(self) -> None:
-        """Create the isolated session network if missing (no inter-container traffic)."""
+        """Create the isolated session network if missing (no inter-container traffic);
+        refuse one that exists and lets containers reach each other."""
         name = self.network
 
         def ensure() -> None:
@@ -146,10 +147,11 @@ class DockerRuntime:
             if existing:
                 options = existing[0].attrs.get("Options") or {}
                 if options.get("com.docker.network.bridge.enable_icc") != "false":
-                    log.warning(
-                        "network %s allows traffic between containers; session containers "
-                        "can reach each other. Remove it to let Sandman recreate it isolated.",
-                        name,
+                    raise ConfigurationError(
+                        f"network {name} lets containers reach each other, so one user's "
+                        f"session could reach another's; remove it (docker network rm {name}, "
+                        "once no container uses it) and Sandman creates it isolated, or set "
+                        "SANDMAN_NETWORK_NAME to a network name not in use"
                     )
                 return
             try:
