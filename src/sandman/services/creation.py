@@ -58,7 +58,10 @@ class CreationPool:
         row and grants are committed, while it goes on starting in the pool."""
         slots = self._semaphore()
         try:
-            await asyncio.wait_for(slots.acquire(), timeout=self.wait)
+            if slots.locked():  # wait only when no worker is free (a zero wait refuses then)
+                await asyncio.wait_for(slots.acquire(), timeout=self.wait)
+            else:
+                await slots.acquire()
         except TimeoutError:
             raise Busy(
                 f"all {self.workers} session starters are busy and none came free in "

@@ -9,11 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 from tests.fakes.runtime import FakeRuntime
-from tests.unit.api.conftest import HEADERS
+from tests.unit.api.conftest import HEADERS, fake_core
+
+from sandman.api.app import create_app
 
 
 def _create(api: TestClient, user: str, **params: Any) -> Any:
@@ -97,3 +100,21 @@ def test_delete_all_ends_every_session_and_frees_everything(
     remaining = api.get("/api/v1/sessions?status=all", headers=HEADERS).json()
     assert {s["status"] for s in remaining} == {"deleted"}
     assert all(count == 1 for count in runtime.removed.values()) and len(runtime.removed) == 12
+
+
+def test_a_zero_wait_refuses_only_when_every_starter_is_busy(
+    tmp_path: Path, runtime: FakeRuntime
+) -> None:
+    core = fake_core(tmp_path, runtime, create_workers=1, create_wait=0, default_mig_profile=None)
+    with TestClient(create_app(core, run_background=False)) as api:
+        assert _create(api, "first").status_code == 201  # a free starter: no wait needed
+        runtime.start_gate = threading.Event()
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(_create, api, "second")
+            deadline = time.monotonic() + 5
+            while runtime.calls["start"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _create(api, "third").status_code == 503
+            runtime.start_gate.set()
+            assert held.result().status_code == 201
+    core.stop()
