@@ -138,7 +138,9 @@ start_docker() {
         pgrep -x dockerd >/dev/null 2>&1 &&
             die "dockerd is running but 'docker info' does not answer; see its log"
         say "starting dockerd (log: $DOCKERD_LOG)"
-        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        # --live-restore: restarting or upgrading the engine leaves running
+        # session containers (and the work in them) alone.
+        setsid nohup dockerd --live-restore >>"$DOCKERD_LOG" 2>&1 </dev/null &
     fi
     local waited=0
     until docker_answers; do

@@ -51,6 +51,10 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
     assert "no-new-privileges:true" in host_config["SecurityOpt"]
     assert host_config["Init"] is True
     assert host_config["PidsLimit"] > 0 and host_config["ShmSize"] > 0
+    # back after an engine restart: live restore keeps it running, else the policy restarts it
+    live_restore = docker.from_env(version="auto").info()["LiveRestoreEnabled"]
+    expected_policy = "no" if live_restore else "unless-stopped"
+    assert host_config["RestartPolicy"]["Name"] == expected_policy
     assert container.attrs["Config"]["User"] == f"{uid}:{uid}"
     assert container.labels["sandman.session_id"] == session["session_id"]
     assert container.labels["sandman.user_id"] == "alice"

@@ -6,7 +6,7 @@ import pytest
 
 from sandman.runtime.docker.backend import state_from_attrs
 from sandman.runtime.docker.files import Mount
-from sandman.runtime.docker.spec import container_kwargs, parse_size
+from sandman.runtime.docker.spec import container_kwargs, parse_size, restart_policy
 from sandman.services.container_spec import (
     SessionContainer,
     session_environment,
@@ -84,6 +84,16 @@ def test_the_session_files_are_sshds_and_the_accounts() -> None:
     assert "alice:x:20001:20001:" in files["/etc/passwd"].content
     assert not files["/etc/passwd"].owned_by_user
     assert "SANDMAN_MIG_PROFILE=1g.5gb" in files["/etc/sandman/ssh/sshd_session.conf"].content
+
+
+def test_sessions_come_back_after_an_engine_restart_without_live_restore() -> None:
+    assert restart_policy(live_restore=True) == "no"
+    assert restart_policy(live_restore=False) == "unless-stopped"
+    kwargs = container_kwargs(
+        session_launch(_session()), MOUNTS, "worknet", "127.0.0.1", restart_policy(False)
+    )
+    assert kwargs["restart_policy"] == {"Name": "unless-stopped"}
+    assert _kwargs(_session())["restart_policy"] == {"Name": "no"}
 
 
 def test_no_port_is_published_without_a_host_port() -> None:

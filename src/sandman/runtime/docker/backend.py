@@ -26,7 +26,7 @@ from sandman.runtime.base import (
     SessionLaunch,
 )
 from sandman.runtime.docker.files import HostFiles
-from sandman.runtime.docker.spec import container_kwargs
+from sandman.runtime.docker.spec import container_kwargs, restart_policy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +99,7 @@ class DockerRuntime:
         self._base_url = base_url
         self._timeout = timeout
         self._client: Any = None
+        self._restart: str | None = None
         self._lock = threading.Lock()
 
     @property
@@ -126,6 +127,19 @@ class DockerRuntime:
 
     def ping(self) -> None:
         self._call("answer a ping", lambda: self.client.ping())
+
+    def _restart_policy(self) -> str:
+        """Asked of the engine once per client: whether it restores containers live."""
+        if self._restart is None:
+            info = self.client.info()
+            self._restart = restart_policy(bool(info.get("LiveRestoreEnabled")))
+            if self._restart != "no":
+                log.warning(
+                    "the Docker engine has no live restore: restarting it stops every session "
+                    '(they come back, with their processes lost); set "live-restore": true '
+                    "in /etc/docker/daemon.json to keep them running"
+                )
+        return self._restart
 
     def _state(self, container: Any) -> ContainerState:
         return state_from_attrs(container.attrs, self.bind_address, self.upstream)
@@ -170,7 +184,9 @@ class DockerRuntime:
     def start(self, launch: SessionLaunch) -> ContainerState:
         def create_and_start() -> ContainerState:
             mounts = self.files.write(launch)
-            kwargs = container_kwargs(launch, mounts, self.network, self.bind_address)
+            kwargs = container_kwargs(
+                launch, mounts, self.network, self.bind_address, self._restart_policy()
+            )
             container = self.client.containers.create(**kwargs)
             try:
                 container.start()

@@ -18,8 +18,24 @@ def parse_size(value: str) -> int:
     return int(text)
 
 
+def restart_policy(live_restore: bool) -> str:
+    """What brings a session back when the engine restarts.
+
+    With the engine's live restore, running containers outlive the engine
+    restarting, so they need no policy (and a session whose process exits stays
+    down, for the reconciler to see). Without it, the engine stops every
+    container when it stops; ``unless-stopped`` starts them again (their
+    processes are lost, their workspaces are not).
+    """
+    return "no" if live_restore else "unless-stopped"
+
+
 def container_kwargs(
-    launch: SessionLaunch, mounts: Sequence[Mount], network: str, bind_address: str
+    launch: SessionLaunch,
+    mounts: Sequence[Mount],
+    network: str,
+    bind_address: str,
+    restart: str = "no",
 ) -> dict[str, Any]:
     """Arguments for ``client.containers.create`` that harden the container.
 
@@ -55,7 +71,7 @@ def container_kwargs(
             if launch.host_port is not None
             else {}
         ),
-        "restart_policy": {"Name": "no"},
+        "restart_policy": {"Name": restart},
         "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
     }
     if launch.gpu.real and launch.gpu.device_ids:
