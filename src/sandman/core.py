@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sandman.config import Settings
-from sandman.errors import ConfigurationError, RuntimeFailure, SandmanError
+from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.limits import StartupLimiter
@@ -37,6 +37,8 @@ from sandman.store.database import Database
 from sandman.store.models import Meta
 
 log = logging.getLogger(__name__)
+
+RETRY_UNAVAILABLE = 2.0  # seconds between tries while the runtime does not answer
 
 
 def deployment_id(db: Database) -> str:
@@ -250,10 +252,19 @@ class Sandman:
         self._loop("pruner", 3600, lambda: self.routes.prune_connections(retention))
 
     def _loop(self, name: str, interval: float, work: Callable[[], object]) -> None:
+        """Run ``work`` every ``interval``; while the runtime does not answer, every
+        ``RETRY_UNAVAILABLE`` seconds instead, so the reconciler re-checks every
+        session as soon as the engine is back (after a restart, say)."""
+
         def run() -> None:
-            while not self._stop.wait(interval):
+            wait = interval
+            while not self._stop.wait(wait):
+                wait = interval
                 try:
                     work()
+                except RuntimeUnavailable as exc:
+                    log.error("%s: %s; trying again in %.0fs", name, exc.message, RETRY_UNAVAILABLE)
+                    wait = min(interval, RETRY_UNAVAILABLE)
                 except SandmanError as exc:
                     log.error("%s: %s", name, exc.message)
                 except Exception:

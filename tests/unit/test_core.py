@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
+from tests.fakes.runtime import FakeRuntime
+
+from sandman import core as core_module
 from sandman.config import Settings
-from sandman.core import admin_token
+from sandman.core import Sandman, admin_token
+from sandman.errors import RuntimeUnavailable
 
 
 def test_a_generated_admin_token_reaches_only_a_terminal(tmp_path: Path) -> None:
@@ -17,3 +24,32 @@ def test_a_generated_admin_token_reaches_only_a_terminal(tmp_path: Path) -> None
     loud = Settings(data_dir=tmp_path / "b")
     shown = admin_token(loud, said.append, show_secret=True)
     assert shown in said[-1]
+
+
+def test_background_work_retries_soon_while_the_runtime_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler re-checks every session as soon as the engine answers again,
+    not a whole interval later."""
+    monkeypatch.setattr(core_module, "RETRY_UNAVAILABLE", 0.05)
+    core = Sandman(
+        Settings(data_dir=tmp_path, admin_token="t", ssh_mode="direct"),
+        runtime=FakeRuntime(),
+        announce=lambda _: None,
+        with_gateway=False,
+    )
+    calls: list[float] = []
+    done = threading.Event()
+
+    def work() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeUnavailable("the engine is restarting")
+        done.set()
+
+    core._loop("reconciler", 1.0, work)
+    try:
+        assert done.wait(5)
+    finally:
+        core.stop()
+    assert calls[1] - calls[0] < 0.5  # the retry, not the one-second interval
