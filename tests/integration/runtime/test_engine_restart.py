@@ -1,11 +1,18 @@
 """A session survives its engine restarting: on an engine this test owns (a private
-``dockerd`` with its own data root, socket and no shared bridge or firewall rules,
-used by no other test), restarted while a session runs, started with live restore
-as ``scripts/setup.sh`` starts the engine it manages."""
+``dockerd`` with its own data root, socket, bridge and address pools, and no
+firewall rules, used by no other test), restarted while a session runs, started
+with live restore as ``scripts/setup.sh`` starts the engine it manages.
+
+The private engine must never touch the shared one: ``--bridge none`` would make
+it delete the shared ``docker0`` as a stale default bridge, and default address
+pools would overlap the shared engine's networks. So it gets a bridge this test
+creates (``smtb…``, 10.214.x.0/24) and pools of its own (10.215.0.0/16).
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -33,13 +40,28 @@ class PrivateEngine:
         self.root = root
         self.socket = f"unix://{root}/docker.sock"
         self.process: subprocess.Popen[bytes] | None = None
+        self.bridge = f"smtb{uuid.uuid4().hex[:8]}"
+
+    def create_bridge(self) -> None:
+        subnet = random.randint(1, 250)
+        for argv in (
+            ["ip", "link", "add", "name", self.bridge, "type", "bridge"],
+            ["ip", "addr", "add", f"10.214.{subnet}.1/24", "dev", self.bridge],
+            ["ip", "link", "set", self.bridge, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    def delete_bridge(self) -> None:
+        subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
 
     def start(self) -> None:
         log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             ["dockerd", "--live-restore", "--data-root", str(self.root / "data"),
              "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"),
-             "-H", self.socket, "--bridge", "none", "--iptables=false", "--ip6tables=false"],
+             "-H", self.socket, "--bridge", self.bridge,
+             "--default-address-pool", "base=10.215.0.0/16,size=24",
+             "--iptables=false", "--ip6tables=false", "--ip-masq=false"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -62,8 +84,9 @@ class PrivateEngine:
 def engine(docker_client: docker.DockerClient) -> Iterator[PrivateEngine]:
     root = Path(tempfile.mkdtemp(prefix="sandman-engine-", dir="/var/tmp"))
     found = PrivateEngine(root)
-    found.start()
+    found.create_bridge()
     try:
+        found.start()
         # the workspace image, copied from the shared engine
         save = subprocess.Popen(["docker", "save", WORKSPACE_IMAGE], stdout=subprocess.PIPE)
         subprocess.run(["docker", "-H", found.socket, "load", "-q"], stdin=save.stdout,
@@ -71,10 +94,15 @@ def engine(docker_client: docker.DockerClient) -> Iterator[PrivateEngine]:
         assert save.wait(timeout=60) == 0
         yield found
     finally:
-        client = docker.DockerClient(base_url=found.socket, version="auto")
-        for container in client.containers.list(all=True):
-            container.remove(force=True)
+        if found.process is not None and found.process.poll() is None:
+            client = docker.DockerClient(base_url=found.socket, version="auto")
+            for container in client.containers.list(all=True):
+                container.remove(force=True)
+            for network in client.networks.list():
+                if network.name not in ("bridge", "host", "none"):
+                    network.remove()  # its bridge interface goes with it
         found.stop()
+        found.delete_bridge()
         for mount in reversed(Path("/proc/mounts").read_text().splitlines()):
             target = mount.split()[1]
             if target.startswith(str(root)):
