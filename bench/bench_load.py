@@ -472,13 +472,7 @@ class Run:
             began = time.perf_counter()
             results = run_all(lambda i: api.create(f"burst{i:03d}"), range(n), n)
             wall = time.perf_counter() - began
-        created = [r for r in results if r.session_id is not None]
-        for r in created:
-            assert r.session_id is not None
-            self.accepted[r.session_id] = "burst"
-        for r in results:
-            if r.session_id is None:
-                self.failures.append(f"burst: create {r.user}: {r.status} {r.error}")
+        created = self.record(results, "burst")
         statuses = Counter(str(r.status) for r in results)
         busy = sum(r.busy for r in results)
         create_lat = dist([r.total_s for r in created])
@@ -531,6 +525,17 @@ class Run:
             f"{rest['server_memory']['rss_mib']:.0f} MiB at rest",
         )
         self.delete_rows(f"burst {n}", deleted)
+
+    def record(self, results: list[CreateResult], phase: str) -> list[CreateResult]:
+        """Note the sessions Sandman confirmed, and every create it refused."""
+        created = []
+        for r in results:
+            if r.session_id is None:
+                self.failures.append(f"{phase}: create {r.user}: {r.status} {r.error}")
+            else:
+                self.accepted[r.session_id] = phase
+                created.append(r)
+        return created
 
     def delete_all(self, api: Api, phase: str) -> dict[str, Any]:
         expected = api.count("active")
@@ -629,13 +634,7 @@ class Run:
                 while api.count("starting") and time.monotonic() < deadline:
                     time.sleep(0.2)
             wall = time.perf_counter() - began
-        created = [r for r in results if r.session_id is not None]
-        for r in created:
-            assert r.session_id is not None
-            self.accepted[r.session_id] = "mass"
-        for r in results:
-            if r.session_id is None:
-                self.failures.append(f"mass: create {r.user}: {r.status} {r.error}")
+        created = self.record(results, "mass")
         running = api.count("running")
         rate = running / wall
         statuses = Counter(str(r.status) for r in results)

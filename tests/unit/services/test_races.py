@@ -118,11 +118,10 @@ def test_end_all_racing_with_individual_ends_tears_each_down_once(
     assert runtime.containers == {}
 
 
-def test_delete_while_start_is_blocked_leaves_nothing_running(
-    service: SessionService, runtime: FakeRuntime, hooks: Hooks
-) -> None:
-    """DELETEs while the runtime is still starting the container: the session ends
-    ``deleted``, the container started afterwards is removed, the claims are freed."""
+def _create_held(
+    service: SessionService, runtime: FakeRuntime
+) -> tuple[threading.Thread, list[BaseException | CreatedSession]]:
+    """Create alice's session in a thread, held inside the runtime's start."""
     runtime.start_gate = threading.Event()
     outcome: list[BaseException | CreatedSession] = []
 
@@ -135,6 +134,15 @@ def test_delete_while_start_is_blocked_leaves_nothing_running(
     creator = threading.Thread(target=create)
     creator.start()
     assert wait_until(lambda: runtime.calls["start"] == 1)
+    return creator, outcome
+
+
+def test_delete_while_start_is_blocked_leaves_nothing_running(
+    service: SessionService, runtime: FakeRuntime, hooks: Hooks
+) -> None:
+    """DELETEs while the runtime is still starting the container: the session ends
+    ``deleted``, the container started afterwards is removed, the claims are freed."""
+    creator, outcome = _create_held(service, runtime)
     (row,) = service.list_sessions("active")
     assert row.status == SessionStatus.STARTING and service.is_busy(row.id)
     results = _together(
@@ -161,18 +169,7 @@ def test_delete_racing_the_release_of_a_start_leaves_nothing_running(
     round_: int, service: SessionService, runtime: FakeRuntime, hooks: Hooks
 ) -> None:
     """Whichever comes first, the start's release or the DELETEs, the end state is one."""
-    runtime.start_gate = threading.Event()
-    outcome: list[BaseException | CreatedSession] = []
-
-    def create() -> None:
-        try:
-            outcome.append(service.create(SessionRequest(user_id="alice")))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    creator = threading.Thread(target=create)
-    creator.start()
-    assert wait_until(lambda: runtime.calls["start"] == 1)
+    creator, outcome = _create_held(service, runtime)
     (row,) = service.list_sessions("active")
     gate = runtime.start_gate
     calls: list[Callable[[], Any]] = [gate.set]
