@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
+import asyncssh
+
 from sandman.config import Settings
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
@@ -140,7 +142,6 @@ class Sandman:
         )
         self.workspace_root = settings.effective_workspace_root
         self.gpus = GpuAdmin(self.sessions)
-        self.routes = DatabaseRouteSource(self.sessions)
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port
         self.gateway_host_key: str | None = None
@@ -148,6 +149,7 @@ class Sandman:
         identity_path = gateway_dir / "identity_ed25519"
         host_key_path = gateway_dir / "host_ed25519"
         self.ca: UserCA | None = None
+        identity: asyncssh.SSHKey | None = None
         if settings.ssh_mode != "direct":
             identity = load_or_create_key(identity_path, comment="sandman-gateway")
             self.sessions.gateway_key = public_key_line(identity)
@@ -155,7 +157,8 @@ class Sandman:
             # certificate for one user that expires with the session.
             self.ca = UserCA(settings.data_dir / "ca", timedelta(minutes=settings.max_ttl_minutes))
             self.sessions.trusted_ca_keys = self.ca.trusted_keys
-            self.routes = DatabaseRouteSource(self.sessions, self.ca, identity)
+        self.routes = DatabaseRouteSource(self.sessions, self.ca, identity)
+        if identity is not None:
             host_key = load_or_create_key(host_key_path, comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
             if with_gateway and settings.run_gateway:

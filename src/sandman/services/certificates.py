@@ -45,6 +45,7 @@ class UserCA:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._key = load_or_create_key(directory / CURRENT, comment="sandman-user-ca")
         self._stamp = self._file_stamp()
+        self._retired_cache: tuple[int, list[RetiredCA]] | None = None  # (dir mtime, keys)
 
     def _file_stamp(self) -> tuple[int, int]:
         stat = (self.directory / CURRENT).stat()
@@ -64,13 +65,22 @@ class UserCA:
         return self._key
 
     def _retired(self) -> list[RetiredCA]:
-        """Retired CAs whose certificates may still be needed, newest first."""
-        found = []
-        for path in sorted((self.directory / RETIRED_DIR).glob("*.key"), reverse=True):
-            retired_at = float(path.stem)
-            if self.clock() - retired_at <= self.max_ttl.total_seconds():
-                found.append(RetiredCA(asyncssh.read_private_key(path), retired_at))
-        return found
+        """Retired CAs whose certificates may still be needed, newest first. The keys are
+        read again only when a rotation has changed the directory: the gateway asks for
+        certificates on every route lookup."""
+        retired = self.directory / RETIRED_DIR
+        try:
+            stamp = retired.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if self._retired_cache is None or self._retired_cache[0] != stamp:
+            keys = [
+                RetiredCA(asyncssh.read_private_key(path), float(path.stem))
+                for path in sorted(retired.glob("*.key"), reverse=True)
+            ]
+            self._retired_cache = (stamp, keys)
+        horizon = self.max_ttl.total_seconds()
+        return [r for r in self._retired_cache[1] if self.clock() - r.retired_at <= horizon]
 
     def trusted_keys(self) -> list[str]:
         """The CA public key a new session trusts (OpenSSH lines)."""

@@ -4,6 +4,7 @@ and headers, and the OpenAPI document says so."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -65,8 +66,10 @@ def test_every_documented_code_is_produced(api: TestClient, runtime: FakeRuntime
     runtime.start_gate = threading.Event()
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(_create, api, f"held{i}") for i in range(2)]
-        while runtime.calls["start"] < 10:  # 9 earlier starts, then both starters held
-            threading.Event().wait(0.01)
+        deadline = time.monotonic() + 10
+        while runtime.calls["start"] < 11 and time.monotonic() < deadline:
+            time.sleep(0.01)  # 9 earlier starts, then both starters held
+        assert runtime.calls["start"] == 11
         busy = expect(_create(api, "dave"), "busy")
         assert int(busy.headers["Retry-After"]) >= 1
         runtime.start_gate.set()

@@ -281,7 +281,7 @@ def test_a_vanished_mig_instance_makes_its_session_lost_and_orphans_are_destroye
 def test_a_teardown_interrupted_by_the_engine_is_finished_once_it_answers(
     service: SessionService, runtime: FakeRuntime
 ) -> None:
-    """After a transient engine outage, a retried DELETE plus a reconciler pass end it."""
+    """After a transient engine outage, the retried DELETE itself finishes the teardown."""
     row = _running(service, "alice")
     runtime.unreachable = True
     with contextlib.suppress(RuntimeUnavailable):
