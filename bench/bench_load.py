@@ -70,6 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import TOKEN, Server, free_port
 
 from bench_sessions import RawDocker, percentile
+from sandman.runtime.docker.images import unmount_below
 
 API = "/api/v1"
 NETWORK = "sandman-bench-net"
@@ -959,6 +960,7 @@ def main() -> int:
         try:
             run.cleanup()
         finally:
+            unmount_below(root)  # workspace images: Sandman leaves them mounted when it stops
             shutil.rmtree(root, ignore_errors=True)
     run.report()
     text = json.dumps(run.summary, indent=2, default=str)

@@ -30,6 +30,7 @@ from support import TOKEN, Server, free_port
 
 from sandman.image.accounts import passwd_and_group
 from sandman.image.build import WORKSPACE_IMAGE
+from sandman.runtime.docker.images import unmount_below
 from sandman.services.keys import generate_key_pair
 from sandman.services.readiness import wait_for_sshd
 
@@ -202,6 +203,7 @@ def main() -> None:
             network.reload()
             if not network.attrs.get("Containers"):
                 network.remove()
+        unmount_below(root)  # workspace images: Sandman leaves them mounted when it stops
         shutil.rmtree(root, ignore_errors=True)
 
     ratio = statistics.median(sandman_times) / statistics.median(raw_times)

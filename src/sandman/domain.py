@@ -48,3 +48,20 @@ def validate_user_id(user_id: str) -> str:
 
 
 RESERVED_USER_IDS = reserved_names() | {"messagebus", "systemd-network", "systemd-resolve"}
+
+
+MIN_WORKSPACE_QUOTA = 64 * 2**20  # room for a file system's own tables, and some files
+MAX_WORKSPACE_QUOTA = 16 * 2**40  # the largest file ext4 keeps (a workspace image is one)
+
+
+def checked_workspace_quota(quota_bytes: int) -> int:
+    """A quota a workspace can have, or ``InvalidRequest`` saying which can."""
+    from sandman.sizes import format_size
+
+    if not MIN_WORKSPACE_QUOTA <= quota_bytes <= MAX_WORKSPACE_QUOTA:
+        raise InvalidRequest(
+            f"a workspace quota must be between {format_size(MIN_WORKSPACE_QUOTA)} "
+            f"({MIN_WORKSPACE_QUOTA} bytes) and {format_size(MAX_WORKSPACE_QUOTA)} "
+            f"({MAX_WORKSPACE_QUOTA} bytes), not {quota_bytes}"
+        )
+    return quota_bytes

@@ -4,6 +4,10 @@ It behaves like the contract says (``start`` leaves nothing behind on failure,
 ``remove`` of a gone container succeeds) and lets a test break it on purpose:
 an unreachable engine, a start that fails or hangs, a container that dies or
 vanishes, sshd that never answers. Every call is counted.
+
+Workspaces are records: a start makes one (an "image" of the launch's quota, or
+a "directory" without one); a test sets what one holds (``workspaces``) and
+reads what was resized and migrated.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from sandman.runtime.base import (
     Endpoint,
     ExecResult,
     SessionLaunch,
+    WorkspaceUsage,
 )
+from sandman.runtime.docker.quota import plan_resize
 
 
 @dataclass
@@ -43,6 +49,10 @@ class FakeRuntime:
         self.start_gate: threading.Event | None = None  # start blocks until it is set
         self.sshd_answers = True
         self.lock = threading.Lock()
+        self.workspaces: dict[str, WorkspaceUsage] = {}
+        self.resized: list[tuple[str, int, bool]] = []  # (user, quota, live)
+        self.migrated: list[tuple[str, int]] = []
+        self.workspace_warnings: list[str] = []
 
     # ------------------------------------------------------------ test controls
     def kill(self, name_or_id: str, exit_code: int = 137) -> None:
@@ -98,6 +108,13 @@ class FakeRuntime:
         with self.lock:
             if self._find(launch.name) is not None:
                 raise RuntimeFailure(f"a container named {launch.name} exists")
+            quota = launch.workspace.quota_bytes
+            self.workspaces.setdefault(
+                launch.workspace.user_id,
+                WorkspaceUsage("image", quota, 0)
+                if quota is not None
+                else WorkspaceUsage("directory", None, None),
+            )
             state = ContainerState(
                 id=uuid.uuid4().hex,
                 name=launch.name,
@@ -149,3 +166,35 @@ class FakeRuntime:
                 raise RuntimeFailure(f"no running container {name_or_id}")
             self.exec_log.append((name_or_id, list(argv), user))
         return ExecResult(0, "")
+
+    def workspace_usage(self, user_id: str) -> WorkspaceUsage | None:
+        with self.lock:
+            return self.workspaces.get(user_id)
+
+    def resize_workspace(self, user_id: str, quota_bytes: int, live: bool) -> WorkspaceUsage:
+        with self.lock:
+            found = self.workspaces[user_id]
+            if found.quota_bytes is None:
+                return found
+            plan_resize(found.quota_bytes, found.used_bytes, quota_bytes, live, online_grow=True)
+            self.resized.append((user_id, quota_bytes, live))
+            self.workspaces[user_id] = replace(found, quota_bytes=quota_bytes)
+            return self.workspaces[user_id]
+
+    def migrate_workspace(self, user_id: str, quota_bytes: int) -> str | None:
+        with self.lock:
+            found = self.workspaces.get(user_id)
+            if found is None or found.enforced:
+                return None
+            self.migrated.append((user_id, quota_bytes))
+            self.workspaces[user_id] = WorkspaceUsage("image", quota_bytes, 0)
+            return f"{user_id}: moved"
+
+    def restore_workspaces(self) -> tuple[str, ...]:
+        self.calls["restore_workspaces"] += 1
+        return tuple(self.workspace_warnings)
+
+    def release_workspace(self, user_id: str) -> bool:
+        with self.lock:
+            found = self.workspaces.get(user_id)
+            return found is not None and found.enforced

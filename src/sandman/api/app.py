@@ -18,7 +18,7 @@ from sandman import __version__
 from sandman.api.auth import require_admin
 from sandman.api.errors import install_error_handlers
 from sandman.api.openapi import Limits, errors, install_openapi
-from sandman.api.routes import gpus, health, sessions, users
+from sandman.api.routes import gpus, health, sessions, users, workspaces
 from sandman.core import Sandman
 from sandman.gpu.catalogue import find_model
 from sandman.gpu.types import MigMode
@@ -64,6 +64,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected.include_router(sessions.router)
     protected.include_router(gpus.router)
     protected.include_router(users.router)
+    protected.include_router(workspaces.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.
     app.include_router(protected, include_in_schema=False)

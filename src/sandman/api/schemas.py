@@ -76,6 +76,17 @@ class SessionMetadata(BaseModel):
     ssh_port: str | None
 
 
+class WorkspaceQuotaOut(BaseModel):
+    quota_bytes: int | None = Field(
+        description="What the workspace may hold: the limit writes hit where it is enforced, "
+        "else the one it gets when made or migrated; null when quotas are off."
+    )
+    used_bytes: int | None = Field(
+        description="What it holds; null when not measured (no workspace yet, a plain "
+        "directory, an image not mounted)."
+    )
+
+
 class SessionOut(BaseModel):
     session_id: str
     id: str
@@ -113,6 +124,7 @@ class SessionOut(BaseModel):
     ended_at: UtcTime | None
     end_reason: str | None
     metadata: SessionMetadata
+    workspace_quota: WorkspaceQuotaOut
 
 
 class CreatedSessionOut(SessionOut):
@@ -136,6 +148,7 @@ def session_out(
     simulated: bool,
     gateway_port: int,
     gateway_host_key: str | None,
+    workspace_quota: dict[str, Any],
 ) -> dict[str, Any]:
     """A session as the API shows it; ``ssh_host_public_key`` is the key of the endpoint
     the user connects to (the gateway's, or the container's in direct mode)."""
@@ -185,4 +198,5 @@ def session_out(
             "workspace": workspace,
             "ssh_port": str(port) if port else None,
         },
+        "workspace_quota": workspace_quota,
     }

@@ -9,6 +9,8 @@ concern                       Docker (``runtime/docker``)     Kubernetes (later)
 ============================  ==============================  ==============================
 secrets and files             host files, bind-mounted r/o    a Secret, mounted
 workspace                     a host directory, bind-mounted  a PersistentVolumeClaim
+workspace quota               a sparse ext4 image per user,   the claim's size
+                              loop-mounted on that directory
 GPU grant                     device UUIDs to the NVIDIA      an extended resource
                               runtime                         (``nvidia.com/mig-1g.5gb``)
 how Sandman reaches sshd      ``endpoint`` in the state:      the pod's address
@@ -55,6 +57,20 @@ class Workspace:
     uid: int
     gid: int
     mount_path: str = "/workspace"
+    quota_bytes: int | None = None  # what a new workspace may hold; None: no limit
+
+
+@dataclass(frozen=True)
+class WorkspaceUsage:
+    """A workspace as it is now: how it is stored, what it may hold, what it holds."""
+
+    storage: str  # "image" (enforced), "directory" (no limit), or a runtime's own word
+    quota_bytes: int | None  # the limit writes hit now; None when nothing enforces one
+    used_bytes: int | None  # None when not measured (a plain directory, an image not mounted)
+
+    @property
+    def enforced(self) -> bool:
+        return self.quota_bytes is not None
 
 
 @dataclass(frozen=True)
@@ -164,4 +180,31 @@ class SessionRuntime(Protocol):
 
     def exec(self, name_or_id: str, argv: Sequence[str], user: str, timeout: float) -> ExecResult:
         """Run ``argv`` inside the session as ``user`` (``uid:gid``), cut off after timeout."""
+        ...
+
+    def workspace_usage(self, user_id: str) -> WorkspaceUsage | None:
+        """The workspace's storage, limit and use; None when it does not exist yet."""
+        ...
+
+    def resize_workspace(self, user_id: str, quota_bytes: int, live: bool) -> WorkspaceUsage:
+        """Give an existing workspace a new limit; ``live``: a session uses it now.
+
+        ``Conflict`` when it holds more than ``quota_bytes``, or when the change needs
+        the workspace out of use and ``live`` says it is not.
+        """
+        ...
+
+    def migrate_workspace(self, user_id: str, quota_bytes: int) -> str | None:
+        """Move a workspace that has no limit yet into storage that enforces one, byte
+        for byte; the caller makes sure no session uses it. Returns what happened (and
+        where the original was kept), or None when there was nothing to move."""
+        ...
+
+    def restore_workspaces(self) -> tuple[str, ...]:
+        """Make every workspace with a limit available again (after a reboot, say);
+        returns warnings for the log, such as storage promised beyond the disk."""
+        ...
+
+    def release_workspace(self, user_id: str) -> bool:
+        """Take a workspace out of use on this host (uninstall); False when it was not in use."""
         ...

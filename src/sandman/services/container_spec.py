@@ -44,6 +44,7 @@ class SessionContainer:
     authorized_keys: tuple[str, ...] = ()
     host_key: tuple[str, str] = ("", "")  # (private, public) OpenSSH
     trusted_ca_keys: tuple[str, ...] = ()  # user CAs whose certificates sshd accepts
+    workspace_quota: int | None = None  # bytes a new workspace may hold; None: no limit
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -117,7 +118,9 @@ def session_launch(session: SessionContainer) -> SessionLaunch:
         image=session.image,
         command=SSHD_COMMAND,
         hostname=session.user_id.replace("_", "-").strip("-") or "sandman",
-        workspace=Workspace(session.user_id, session.uid, session.gid),
+        workspace=Workspace(
+            session.user_id, session.uid, session.gid, quota_bytes=session.workspace_quota
+        ),
         environment=session_environment(session),
         labels={
             MANAGED_LABEL: "true",

@@ -60,6 +60,7 @@ from sandman.services.requests import (
     checked_ttl,
 )
 from sandman.services.session_reads import ACTIVE
+from sandman.services.workspaces import configured_quota
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim, User, utcnow
 from sandman.store.models import Session as SessionRow
@@ -282,6 +283,7 @@ class SessionService(SessionEnding):
         with self.db.read() as db:
             user = db.get_one(User, row.user_id)
             uid, gid = user.uid, user.gid
+            quota = configured_quota(db, row.user_id, self.settings.workspace_quota)
         host_key = self.host_keys.pair(row.user_id)
         session = SessionContainer(
             session_id=row.id,
@@ -305,6 +307,7 @@ class SessionService(SessionEnding):
             ),
             host_key=host_key,
             trusted_ca_keys=tuple(self.trusted_ca_keys() if self.trusted_ca_keys else ()),
+            workspace_quota=quota,
         )
         self._clear_stale_container(row.container_name, row.id)
         state = self.runtime.start(session_launch(session))

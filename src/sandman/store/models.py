@@ -168,3 +168,12 @@ class Connection(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     # Refused attempts from one address for one reason in one minute share a row.
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class WorkspaceQuota(Base):
+    """A user's own workspace quota, in place of the default (``SANDMAN_WORKSPACE_QUOTA``)."""
+
+    __tablename__ = "workspace_quotas"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"), primary_key=True)
+    quota_bytes: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -29,15 +30,24 @@ router = APIRouter(tags=["sessions"])
 App = Annotated[Sandman, Depends(sandman)]
 
 
+def _outs(app: Sandman, rows: list[SessionRow]) -> list[dict[str, Any]]:
+    quotas = app.workspaces.summaries(row.user_id for row in rows)
+    return [
+        session_out(
+            row,
+            app.settings,
+            str(app.workspace_root / row.user_id),
+            app.inventory.simulated,
+            app.gateway_port,
+            app.gateway_host_key,
+            quotas[row.user_id],
+        )
+        for row in rows
+    ]
+
+
 def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
-    return session_out(
-        row,
-        app.settings,
-        str(app.workspace_root / row.user_id),
-        app.inventory.simulated,
-        app.gateway_port,
-        app.gateway_host_key,
-    )
+    return _outs(app, [row])[0]
 
 
 @router.post(
@@ -84,7 +94,7 @@ async def create_session(
         ),
         wait_ready=wait,
     )
-    out = _out(app, created.session)
+    out = await asyncio.to_thread(_out, app, created.session)  # reads the disk
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
     if not wait:
@@ -127,7 +137,7 @@ def list_sessions(
     """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``."""
     rows, total = app.sessions.page(status, user_id, limit, offset)
     response.headers["X-Total-Count"] = str(total)
-    return [_out(app, row) for row in rows]
+    return _outs(app, rows)
 
 
 @router.get("/sessions/stats")

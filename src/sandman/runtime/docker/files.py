@@ -5,7 +5,8 @@ Layout under the data directory::
     sessions/<session_id>/files/<path in the container>   mounted read-only, one by one
 
 Workspaces live under the workspace root and are never deleted here: discarding
-a session removes only ``sessions/<id>``.
+a session removes only ``sessions/<id>``. A workspace with a quota is an image
+mounted on its directory (``images``); one without is a plain directory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from sandman.domain import validate_user_id
 from sandman.fsutil import write_private
 from sandman.runtime.base import SessionLaunch, Workspace
+from sandman.runtime.docker.images import WorkspaceImages
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class HostFiles:
     def __init__(self, data_dir: Path, workspace_root: Path) -> None:
         self.data_dir = data_dir.resolve()
         self.workspace_root = workspace_root.resolve()
+        self.images = WorkspaceImages(self.workspace_root)
 
     def workspace(self, user_id: str) -> Path:
         return self.workspace_root / validate_user_id(user_id)
@@ -52,6 +55,10 @@ class HostFiles:
         return path.stat().st_uid if path.is_dir() else None
 
     def ensure_workspace(self, workspace: Workspace) -> Path:
+        """The workspace, ready to mount; the caller holds ``images.lock`` for the user."""
+        mounted = self.images.ensure(workspace)
+        if mounted is not None:
+            return mounted
         path = self.workspace(workspace.user_id)
         self.workspace_root.mkdir(parents=True, exist_ok=True, mode=0o755)
         try:

@@ -1,0 +1,61 @@
+"""``/users/{user_id}/workspace``: what the user's workspace may hold, and holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from sandman.api.openapi import errors
+from sandman.api.routes.deps import sandman
+from sandman.api.schemas import UserIdPath, WorkspaceQuotaOut
+from sandman.core import Sandman
+from sandman.domain import MAX_WORKSPACE_QUOTA, MIN_WORKSPACE_QUOTA
+
+router = APIRouter(tags=["users"])
+App = Annotated[Sandman, Depends(sandman)]
+
+
+def _whole_number(value: Any) -> Any:
+    """A JSON number without a fraction (``5e9`` too, as JSON Schema's integer); no strings."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number of bytes")
+    return value
+
+
+class WorkspaceQuotaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quota_bytes: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        ge=MIN_WORKSPACE_QUOTA,
+        le=MAX_WORKSPACE_QUOTA,
+        description="What the workspace may hold, in bytes (64 MiB to 16 TiB).",
+    )
+
+
+class WorkspaceOut(WorkspaceQuotaOut):
+    user_id: str
+    storage: str | None = Field(
+        description="How the workspace is kept: image (a file system of its own, the quota "
+        "enforced) or directory (no limit until `sandman workspaces migrate`); null when "
+        "the user has no workspace yet."
+    )
+    own_quota: bool = Field(description="The user's own quota, not the server's default.")
+
+
+@router.get("/users/{user_id}/workspace", response_model=WorkspaceOut, responses=errors(404))
+def get_workspace(user_id: UserIdPath, app: App) -> dict[str, Any]:
+    """The user's workspace quota and what the workspace holds."""
+    return asdict(app.workspaces.get(user_id))
+
+
+@router.put("/users/{user_id}/workspace", response_model=WorkspaceOut, responses=errors(409, 503))
+def put_workspace(user_id: UserIdPath, body: WorkspaceQuotaBody, app: App) -> dict[str, Any]:
+    """Give the user a quota of their own, applied at once to their workspace: it grows
+    while a session runs; it shrinks only while none does (409 otherwise), and never
+    below what the workspace holds (409). A user with no workspace yet gets it when
+    their first session makes one."""
+    return asdict(app.workspaces.set_quota(user_id, body.quota_bytes))
