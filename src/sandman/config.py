@@ -7,6 +7,7 @@ with the ``SANDMAN_`` prefix, then the seed documents' names (``DB_PATH``,
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sandman.gateway.limits import DEFAULT_PER_ADDRESS, DEFAULT_TOTAL
+from sandman.runtime.egress import Egress, parse_egress
+from sandman.sizes import GIB, parse_optional_size
 
 WORKSPACE_IMAGE = "sandman-workspace:latest"
 
@@ -53,6 +56,20 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _quota(value: Any) -> int | None:
+    from sandman.domain import checked_workspace_quota
+    from sandman.errors import InvalidRequest
+
+    size = parse_optional_size(value)
+    try:
+        return None if size is None else checked_workspace_quota(size)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
+
+
+WorkspaceQuota = Annotated[int | None, BeforeValidator(_quota)]
 
 
 def _alias(name: str, *seed_names: str) -> AliasChoices:
@@ -90,6 +107,11 @@ class Settings(BaseSettings):
         None,
         validation_alias=_alias("workspace_root", "WORKSPACE_ROOT"),
         description="Parent of the users' workspaces (default: <data_dir>/workspaces).",
+    )
+    workspace_quota: WorkspaceQuota = Field(
+        50 * GIB,
+        description="What each workspace may hold (50g), unless the user has their own "
+        "(PUT /users/{id}/workspace); none or 0: plain directories with no limit.",
     )
 
     # --- lifecycle ---
@@ -151,6 +173,22 @@ class Settings(BaseSettings):
     )
     container_prefix: str = Field("sandman", pattern=r"^[a-z][a-z0-9-]{0,30}$")
     network_name: str = Field("worknet", description="Docker network of session containers.")
+    seal_network: bool = Field(
+        True,
+        description="Seal sessions off from this host, link-local addresses and each other "
+        "with iptables rules of Sandman's own; false only where there is no iptables (a "
+        "development machine), and sessions can then reach the host.",
+    )
+    egress: str = Field(
+        "allow",
+        description="Where sessions may connect beyond the host: allow (anywhere), deny "
+        "(nowhere but DNS), or a comma-separated list of networks.",
+    )
+    dns_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Resolvers sessions may reach on port 53 (default: those in the host's "
+        "resolv.conf, which Docker's embedded DNS forwards to).",
+    )
     cpus: float = Field(4.0, gt=0, description="Default CPU limit per session.")
     memory: str = Field("16g", description="Default memory limit per session.")
     pids_limit: int = Field(4096, ge=64)
@@ -221,12 +259,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("allowed_images", "cors_origins", "gateway_ciphers", mode="before")
+    @field_validator(
+        "allowed_images", "cors_origins", "gateway_ciphers", "dns_servers", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("egress")
+    @classmethod
+    def _egress(cls, value: str) -> str:
+        return str(parse_egress(value))
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return [str(ipaddress.ip_address(item)) for item in value]
 
     @model_validator(mode="after")
     def _piper_dir(self) -> Settings:
@@ -249,6 +299,10 @@ class Settings(BaseSettings):
             return self.database_url
         path = self.db_path or self.data_dir / "sandman.db"
         return f"sqlite:///{path.resolve()}"
+
+    @property
+    def egress_policy(self) -> Egress:
+        return parse_egress(self.egress)
 
     @property
     def effective_workspace_root(self) -> Path:

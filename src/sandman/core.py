@@ -35,6 +35,7 @@ from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.sessions import SessionService
 from sandman.services.sshpiper import SshPiperConfig
+from sandman.services.workspaces import WorkspaceService
 from sandman.store.database import Database
 from sandman.store.models import Meta
 
@@ -111,7 +112,7 @@ class Sandman:
         self.db.migrate()
         self.deployment_id = deployment_id(self.db)
         self.admin_token = admin_token(settings, announce, show_secrets)
-        self.runtime: SessionRuntime = runtime or make_runtime(settings)
+        self.runtime: SessionRuntime = runtime or make_runtime(settings, self.deployment_id)
         topology_slug = hashlib.sha256(settings.gpu_topology.encode()).hexdigest()[:12]
         self.inventory: GpuInventory = inventory or make_inventory(
             settings.gpu_backend,
@@ -133,6 +134,9 @@ class Sandman:
             worker_id=self.worker_id,
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
+        self.workspaces = WorkspaceService(
+            settings, self.db, self.runtime, self.sessions.ensure_user
+        )
         self.health = HealthCheck(
             {
                 "database": lambda: self.db.ping(),
@@ -241,6 +245,7 @@ class Sandman:
     def start_background(self) -> None:
         """Reconcile once now, then run the reaper and reconciler on their timers."""
         try:
+            self.workspaces.restore()  # whether or not the engine answers yet
             self.runtime.prepare()
             self.reconciler.run_once()
             if self.sshpiper is not None:
@@ -250,9 +255,20 @@ class Sandman:
         except SandmanError as exc:
             log.error("start-up reconciliation failed: %s", exc.message)
         self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)
-        self._loop("reconciler", self.settings.reconcile_interval, self.reconciler.run_once)
+        self._loop("reconciler", self.settings.reconcile_interval, self._reconcile)
         retention = timedelta(seconds=self.settings.connection_retention)
         self._loop("pruner", 3600, lambda: self.routes.prune_connections(retention))
+
+    def _reconcile(self) -> None:
+        """A reconciler pass, after checking the session network and its firewall
+        rules: an engine restart or a firewall reload may have removed them."""
+        try:
+            self.runtime.prepare()
+        except RuntimeUnavailable:
+            pass  # the pass below says so, and the loop tries again soon
+        except SandmanError as exc:
+            log.error("the session network: %s", exc.message)
+        self.reconciler.run_once()
 
     def _loop(self, name: str, interval: float, work: Callable[[], object]) -> None:
         """Run ``work`` every ``interval``; while the runtime does not answer, every

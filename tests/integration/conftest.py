@@ -7,7 +7,9 @@ and prints their logs when a test failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +24,10 @@ from tests.integration.support import TOKEN, Server, free_port
 from sandman.api.app import create_app
 from sandman.config import Settings
 from sandman.core import Sandman
+from sandman.errors import ConfigurationError
 from sandman.image.build import WORKSPACE_IMAGE, image_exists
+from sandman.runtime.docker.images import unmount_below
+from sandman.runtime.docker.iptables import unseal
 
 TEST_NETWORK = "sandman-test-net"
 
@@ -89,6 +94,35 @@ def remove_deployment_containers(deployment_id: str, show_logs: bool) -> None:
         container.remove(force=True)
 
 
+def remove_firewall_rules(deployment_id: str) -> None:
+    """The deployment's sealing rules; they outlive Sandman, as they must in production."""
+    with contextlib.suppress(ConfigurationError):  # no iptables here: nothing installed
+        unseal(deployment_id)
+
+
+@pytest.fixture(autouse=True)
+def unmount_workspaces(tmp_path: Path) -> Iterator[None]:
+    """Workspace images mounted under the test's directory are unmounted once the test's
+    Sandmans and containers are gone (Sandman leaves them mounted when it stops, as
+    session containers may outlive it), and no loop device may be left holding one."""
+    yield
+    unmount_below(tmp_path)
+    root = str(tmp_path.resolve()) + "/"
+    deadline = time.monotonic() + 5
+    while (held := loops_below(root)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not held, f"loop devices still hold workspace images: {held}"
+
+
+def loops_below(root: str) -> list[str]:
+    found = []
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            if backing.read_text().startswith(root):
+                found.append(backing.parent.parent.name)
+    return found
+
+
 @pytest.fixture
 def make_harness(
     docker_client: Any, tmp_path: Path, request: pytest.FixtureRequest
@@ -112,6 +146,7 @@ def make_harness(
             harness.core.sessions.end_all("test teardown")
         finally:
             remove_deployment_containers(harness.core.deployment_id, failed)
+            remove_firewall_rules(harness.core.deployment_id)
             harness.client.__exit__(None, None, None)
             harness.core.stop()
 
@@ -160,3 +195,4 @@ def server(docker_client: Any, tmp_path: Path) -> Iterator[Callable[..., Server]
     if made:
         deployment = made[0].deployment()
         remove_deployment_containers(deployment, show_logs=False)
+        remove_firewall_rules(deployment)

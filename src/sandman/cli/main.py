@@ -12,6 +12,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.client import gpus_command, session_app
+from sandman.cli.network import network_app
+from sandman.cli.workspaces import workspaces_app
 from sandman.config import Settings
 from sandman.core import Sandman
 from sandman.errors import ConfigurationError, SandmanError
@@ -22,6 +24,8 @@ app.add_typer(image_app, name="image")
 ca_app = typer.Typer(help="Sandman's SSH user certificate authority.", no_args_is_help=True)
 app.add_typer(ca_app, name="ca")
 app.add_typer(session_app, name="session")
+app.add_typer(network_app, name="network")
+app.add_typer(workspaces_app, name="workspaces")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
 console = Console(stderr=True)
 

@@ -4,6 +4,7 @@ Files and the workspace reach a container as bind mounts of host paths
 (``HostFiles``); sshd is published on a host port, and the endpoint Sandman
 reports is that port on loopback, or the container's own address on the
 session network (``upstream="network"``, for a gateway running in a container).
+A ``Sealer`` keeps that network sealed off from the host (``iptables``).
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable
+from sandman.errors import ConfigurationError, Conflict, RuntimeFailure, RuntimeUnavailable
 from sandman.runtime.base import (
+    MANAGED_LABEL,
     SSHD_PORT,
+    USER_LABEL,
     ContainerState,
     Endpoint,
     ExecResult,
     SessionLaunch,
+    WorkspaceUsage,
 )
 from sandman.runtime.docker.files import HostFiles
+from sandman.runtime.docker.iptables import Sealer
 from sandman.runtime.docker.spec import container_kwargs, restart_policy
 
 log = logging.getLogger(__name__)
@@ -91,8 +96,10 @@ class DockerRuntime:
         upstream: str = "published",
         base_url: str | None = None,
         timeout: int = 60,
+        sealer: Sealer | None = None,
     ) -> None:
         self.files = files
+        self.sealer = sealer  # None: sessions can reach this host (development machines)
         self.network = network
         self.bind_address = bind_address
         self.upstream = upstream
@@ -152,34 +159,50 @@ class DockerRuntime:
 
     def prepare(self) -> None:
         """Create the isolated session network if missing (no inter-container traffic);
-        refuse one that exists and lets containers reach each other."""
+        refuse one that exists and lets containers reach each other; seal it (firewall
+        rules, checked again on every call: an engine restart may have dropped them)."""
         name = self.network
 
-        def ensure() -> None:
-            found = self.client.networks.list(names=[name])
-            existing = [n for n in found if n.name == name]
-            if existing:
-                options = existing[0].attrs.get("Options") or {}
-                if options.get("com.docker.network.bridge.enable_icc") != "false":
-                    raise ConfigurationError(
-                        f"network {name} lets containers reach each other, so one user's "
-                        f"session could reach another's; remove it (docker network rm {name}, "
-                        "once no container uses it) and Sandman creates it isolated, or set "
-                        "SANDMAN_NETWORK_NAME to a network name not in use"
-                    )
-                return
+        def isolated(attrs: dict[str, Any]) -> dict[str, Any]:
+            options = attrs.get("Options") or {}
+            if options.get("com.docker.network.bridge.enable_icc") != "false":
+                raise ConfigurationError(
+                    f"network {name} lets containers reach each other, so one user's "
+                    f"session could reach another's; remove it (docker network rm {name}, "
+                    "once no container uses it) and Sandman creates it isolated, or set "
+                    "SANDMAN_NETWORK_NAME to a network name not in use"
+                )
+            return attrs
+
+        def ensure() -> dict[str, Any]:
+            attrs = self._network_attrs()
+            if attrs is not None:
+                return isolated(attrs)
             try:
-                self.client.networks.create(
+                created = self.client.networks.create(
                     name,
                     driver="bridge",
                     options={"com.docker.network.bridge.enable_icc": "false"},
                     labels={"sandman.managed": "true"},
                 )
+                return dict(created.attrs)
             except docker.errors.APIError as exc:
-                if exc.status_code != 409:
+                if exc.status_code != 409 or (attrs := self._network_attrs()) is None:
                     raise
+                return isolated(attrs)  # created by another Sandman meanwhile
 
-        self._call(f"create network {name}", ensure)
+        attrs = self._call(f"create network {name}", ensure)
+        if self.sealer is not None:
+            self.sealer.seal(attrs)
+
+    def _network_attrs(self) -> dict[str, Any] | None:
+        found = self.client.networks.list(names=[self.network])
+        named = [n for n in found if n.name == self.network]  # the filter matches parts
+        return dict(named[0].attrs) if named else None
+
+    def network_attrs(self) -> dict[str, Any] | None:
+        """The session network's ``docker network inspect`` document, if it exists."""
+        return self._call(f"inspect network {self.network}", self._network_attrs)
 
     def start(self, launch: SessionLaunch) -> ContainerState:
         def create_and_start() -> ContainerState:
@@ -197,7 +220,10 @@ class DockerRuntime:
             return self._state(container)
 
         try:
-            return self._call(f"start container {launch.name}", create_and_start)
+            # Held until the container runs: a migration or a shrink of the workspace
+            # never swaps it under a container being started.
+            with self.files.images.lock(launch.workspace.user_id):
+                return self._call(f"start container {launch.name}", create_and_start)
         except BaseException:
             self.files.discard(launch.session_id)
             raise
@@ -282,3 +308,45 @@ class DockerRuntime:
             return ExecResult(None if code == TIMED_OUT else code, output)
 
         return self._call(f"run a command in {name_or_id}", run)
+
+    # ------------------------------------------------------------ workspaces
+    def workspace_usage(self, user_id: str) -> WorkspaceUsage | None:
+        return self.files.images.usage(user_id)
+
+    def _in_use(self, user_id: str) -> bool:
+        """Whether a running container mounts the user's workspace (this engine's view)."""
+        path = str(self.files.workspace(user_id))
+        filters = {"label": [f"{MANAGED_LABEL}=true", f"{USER_LABEL}={user_id}"]}
+
+        def mounted() -> bool:
+            return any(
+                mount.get("Source") == path
+                for item in self.client.api.containers(filters=filters)
+                for mount in item.get("Mounts") or []
+            )
+
+        return self._call("list containers", mounted)
+
+    def resize_workspace(self, user_id: str, quota_bytes: int, live: bool) -> WorkspaceUsage:
+        images = self.files.images
+        with images.lock(user_id):
+            if not images.image(user_id).exists():
+                found = images.usage(user_id)
+                if found is None:
+                    raise RuntimeFailure(f"{user_id} has no workspace to resize")
+                return found  # a plain directory: the quota applies once it is migrated
+            return images.resize(user_id, quota_bytes, live or self._in_use(user_id))
+
+    def migrate_workspace(self, user_id: str, quota_bytes: int) -> str | None:
+        from sandman.runtime.docker.migration import migrate
+
+        with self.files.images.lock(user_id):
+            if self._in_use(user_id):
+                raise Conflict(f"a container of {user_id} runs on the workspace; end it first")
+            return migrate(self.files.images, user_id, quota_bytes)
+
+    def restore_workspaces(self) -> tuple[str, ...]:
+        return tuple(self.files.images.restore())
+
+    def release_workspace(self, user_id: str) -> bool:
+        return self.files.images.release(user_id)
