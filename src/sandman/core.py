@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import asyncssh
 
+from sandman.accounts.service import Accounts
 from sandman.config import Settings
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
@@ -133,6 +134,9 @@ class Sandman:
             worker_id=self.worker_id,
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
+        self.accounts = Accounts(self.db, self.sessions, timedelta(seconds=settings.login_ttl))
+        self.credentials = self.accounts.credentials
+        self.audit = self.accounts.audit
         self.health = HealthCheck(
             {
                 "database": lambda: self.db.ping(),
