@@ -37,7 +37,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("oidc_subject", sa.String(length=255), nullable=True))
         batch_op.add_column(sa.Column("default_team", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("default_project", sa.String(length=64), nullable=True))
-        batch_op.create_unique_constraint("uq_users_oidc", ["oidc_issuer", "oidc_subject"])
+    # An index, not a constraint: SQLite would rebuild the users table for a constraint,
+    # and sessions refer to it.
+    op.create_index("uq_users_oidc", "users", ["oidc_issuer", "oidc_subject"], unique=True)
     op.create_table(
         "teams",
         sa.Column("name", sa.String(length=64), primary_key=True),
@@ -140,8 +142,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("audit_log", "web_logins", "api_tokens", "projects", "team_members", "teams"):
         op.drop_table(table)
+    op.drop_index("uq_users_oidc", table_name="users")
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_users_oidc", type_="unique")
         for column in (
             "default_project",
             "default_team",
