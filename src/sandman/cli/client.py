@@ -65,7 +65,7 @@ def _sessions_table(rows: list[dict[str, Any]]) -> Table:
 
 @session_app.command("create")
 def create(
-    user_id: str,
+    user_id: Annotated[str | None, typer.Argument(help="Whose (default: yours)")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", help="Minutes")] = None,
     mig_profile: Annotated[str | None, typer.Option("--mig-profile")] = None,
     gpu_count: Annotated[int | None, typer.Option("--gpu-count")] = None,
@@ -76,8 +76,8 @@ def create(
         Path | None, typer.Option("--save-key", help="Where to write a generated private key")
     ] = None,
 ) -> None:
-    """Start a session for USER_ID."""
-    body: dict[str, Any] = {"user_id": user_id}
+    """Start a session for USER_ID (default: the token's own user)."""
+    body: dict[str, Any] = {"user_id": user_id} if user_id else {}
     if ttl is not None:
         body["ttl_minutes"] = ttl
     if mig_profile is not None:
@@ -90,7 +90,7 @@ def create(
     private = created.pop("ssh_private_key", None)
     out.print(_sessions_table([created]))
     if private:
-        target = save_key or Path(f"{user_id}_sandman_key")
+        target = save_key or Path(f"{created['user_id']}_sandman_key")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(private)

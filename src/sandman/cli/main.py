@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
 from sandman.cli.client import gpus_command, session_app
 from sandman.config import Settings
 from sandman.core import Sandman
@@ -23,6 +24,11 @@ ca_app = typer.Typer(help="Sandman's SSH user certificate authority.", no_args_i
 app.add_typer(ca_app, name="ca")
 app.add_typer(session_app, name="session")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
+app.add_typer(users_app, name="users")
+app.add_typer(teams_app, name="teams")
+app.add_typer(projects_app, name="projects")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 
 

@@ -11,7 +11,9 @@ from sandman.store.models import AuditRecord
 
 def fill(audit: AuditLog, count: int) -> None:
     for n in range(count):
-        audit.record(Entry(actor="ada", action="session.create", target=f"s{n}", source="127.0.0.1"))
+        audit.record(
+            Entry(actor="ada", action="session.create", target=f"s{n}", source="127.0.0.1")
+        )
 
 
 def test_an_untouched_chain_verifies(core: Sandman) -> None:

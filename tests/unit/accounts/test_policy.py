@@ -75,9 +75,7 @@ CAROLS_SESSION = Target(owner="carol", team="cv")
         (BOOTSTRAP, Action.TOKEN_CREATE, Target(owner="bob"), True),
     ],
 )
-def test_role_table(
-    caller: Caller, action: Action, target: Target | None, allowed: bool
-) -> None:
+def test_role_table(caller: Caller, action: Action, target: Target | None, allowed: bool) -> None:
     decision = decide(caller, action, target)
     assert decision.allowed is allowed
     assert bool(decision.reason) is not allowed  # every refusal says why

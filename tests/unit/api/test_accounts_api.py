@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
 from tests.unit.api.conftest import HEADERS as ADMIN
 
 from sandman.core import Sandman
@@ -25,9 +24,7 @@ def make_user(api: TestClient, user_id: str, role: str = "user", **fields: Any) 
     if role != "user":
         changed = api.patch(f"/api/v1/users/{user_id}", json={"role": role}, headers=ADMIN)
         assert changed.status_code == 200, changed.text
-    token = api.post(
-        "/api/v1/tokens", json={"name": "test", "user_id": user_id}, headers=ADMIN
-    )
+    token = api.post("/api/v1/tokens", json={"name": "test", "user_id": user_id}, headers=ADMIN)
     assert token.status_code == 201, token.text
     return bearer(token.json()["token"])
 
@@ -74,11 +71,17 @@ def test_a_user_starts_reads_extends_and_ends_only_their_own(
     listed = api.get("/api/v1/sessions", headers=alice)
     assert [s["id"] for s in listed.json()] == [sid] and listed.headers["X-Total-Count"] == "1"
     assert api.get(f"/api/v1/sessions/{bobs}", headers=alice).status_code == 404
-    assert api.patch(f"/api/v1/sessions/{bobs}", json={"ttl_minutes": 5}, headers=alice).status_code == 404
+    assert (
+        api.patch(f"/api/v1/sessions/{bobs}", json={"ttl_minutes": 5}, headers=alice).status_code
+        == 404
+    )
     assert api.delete(f"/api/v1/sessions/{bobs}", headers=alice).status_code == 404
     assert api.get(f"/api/v1/sessions/{bobs}", headers=bob).json()["status"] == "running"
 
-    assert api.patch(f"/api/v1/sessions/{sid}", json={"ttl_minutes": 5}, headers=alice).status_code == 200
+    assert (
+        api.patch(f"/api/v1/sessions/{sid}", json={"ttl_minutes": 5}, headers=alice).status_code
+        == 200
+    )
     everything = api.delete("/api/v1/sessions", headers=alice)
     assert everything.status_code == 403 and "operator or admin" in everything.json()["error"]
     ended = api.delete(f"/api/v1/sessions/{sid}", headers=alice)
@@ -133,7 +136,10 @@ def test_charges_follow_membership(api: TestClient, people: dict[str, dict[str, 
 def test_defaults_charge_a_session_that_names_nothing(
     api: TestClient, people: dict[str, dict[str, str]]
 ) -> None:
-    assert api.post("/api/v1/projects", json={"name": "llm", "team": "ml"}, headers=ADMIN).status_code == 201
+    assert (
+        api.post("/api/v1/projects", json={"name": "llm", "team": "ml"}, headers=ADMIN).status_code
+        == 201
+    )
     set_default = api.patch(
         "/api/v1/users/alice",
         json={"default_team": "ml", "default_project": "llm"},

@@ -69,9 +69,7 @@ def test_existing_users_teams_and_projects_become_records(tmp_path: Path) -> Non
         members = connection.execute(
             text("SELECT team, user_id, role FROM team_members ORDER BY team, user_id")
         ).all()
-        projects = connection.execute(
-            text("SELECT name, team FROM projects ORDER BY name")
-        ).all()
+        projects = connection.execute(text("SELECT name, team FROM projects ORDER BY name")).all()
     db.dispose()
     assert [tuple(u) for u in users] == [
         ("alice", "user", "active"),

@@ -21,7 +21,6 @@ App = Annotated[Sandman, Depends(sandman)]
 Status = Literal["active", "disabled"]
 
 
-
 class UserFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     display_name: str | None = Field(None, max_length=128)
