@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as Db
 
+from sandman.accounts import epoch
 from sandman.accounts.policy import Caller, Role, Scope
 from sandman.domain import SessionStatus, validate_name, validate_user_id
 from sandman.errors import Conflict, InvalidRequest, NotFound
@@ -185,6 +186,7 @@ class Directory:
             user = self._existing(db, user_id)
             was = user.status
             self._apply(db, user, changes)
+            epoch.bump(db)
             disabled = was == "active" and user.status == "disabled"
             if disabled:
                 self._revoke(db, user_id)
@@ -302,6 +304,8 @@ class Directory:
                 )
                 db.flush()
                 after = (view(db, user), memberships(db, user_id))
+                if after != before:
+                    epoch.bump(db)
             if created:
                 result["created"].append(user_id)
             elif before != after:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as Db
 
+from sandman.accounts import epoch
 from sandman.accounts.directory import MEMBERSHIP_ROLES, team_members
 from sandman.accounts.policy import Action, Caller, Role, decide
 from sandman.domain import SessionStatus, validate_name, validate_user_id
@@ -119,6 +120,7 @@ class Teams:
             for member in team_members(db, name):
                 db.delete(member)
             db.delete(team)
+            epoch.bump(db)
 
     def put_member(self, name: str, user_id: str, role: str) -> TeamView:
         if role not in MEMBERSHIP_ROLES:
@@ -132,6 +134,7 @@ class Teams:
                 db.add(TeamMember(team=name, user_id=user_id, role=role))
             else:
                 member.role = role
+            epoch.bump(db)
             db.flush()
             return _team_view(db, team)
 
@@ -145,6 +148,7 @@ class Teams:
             user = db.get(User, user_id)
             if user is not None and user.default_team == name:
                 user.default_team = None
+            epoch.bump(db)
             db.flush()
             return _team_view(db, team)
 

@@ -13,10 +13,11 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select, update
 
+from sandman.accounts import epoch
 from sandman.accounts.directory import SEEN_EVERY, Directory
 from sandman.accounts.policy import Caller, Scope
 from sandman.domain import validate_user_id
@@ -27,6 +28,8 @@ from sandman.store.models import ApiToken, User, WebLogin, utcnow
 TOKEN_PREFIX = "sm_"
 SHOWN_PREFIX = 10  # characters of a token listed to recognise it ("sm_" and 7 more)
 MAX_TOKEN_DAYS = 3650
+CACHE_SIZE = 10_000
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 TOKEN_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
 
 
@@ -67,6 +70,18 @@ def _view(row: ApiToken) -> TokenView:
     )
 
 
+@dataclass
+class _Cached:
+    """What a credential stood for at an epoch (``id``: a token's id, a login's CSRF)."""
+
+    id: str
+    name: str
+    caller: Caller
+    expires_at: datetime | None
+    used_at: datetime  # when last_used_at was last written (tokens)
+    epoch: str
+
+
 @dataclass(frozen=True)
 class Login:
     """A browser login: the cookie's secret (shown once) and its CSRF token."""
@@ -83,6 +98,7 @@ class Credentials:
         self.db = db
         self.directory = directory
         self.login_ttl = login_ttl
+        self._cache: dict[str, _Cached] = {}  # secret hash -> what it stands for
 
     # -- tokens --------------------------------------------------------------------
     def create_token(
@@ -141,31 +157,58 @@ class Credentials:
                 raise NotFound(f"no token {token_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
+                epoch.bump(db)
             return _view(row)
 
     def check_token(self, secret: str) -> Caller:
-        """The caller a token stands for; 401 if unknown, revoked, expired or disabled."""
+        """The caller a token stands for; 401 if unknown, revoked, expired or disabled.
+
+        What a token stands for is cached while the accounts epoch stays put (see
+        ``epoch``): a revocation anywhere moves it, so it still takes effect at once.
+        """
+        key = digest(secret)
         now = utcnow()
+        seen_epoch = epoch.current(self.db)
+        cached = self._cache.get(key)
+        if cached is None or cached.epoch != seen_epoch:
+            cached = self._load_token(key, seen_epoch)
+        if cached.expires_at is not None and cached.expires_at <= now:
+            raise Unauthorized(f"token {cached.name} has expired")
+        if now - cached.used_at >= SEEN_EVERY:
+            cached.used_at = now
+            with self.db.transaction() as db:
+                db.execute(
+                    update(ApiToken).where(ApiToken.id == cached.id).values(last_used_at=now)
+                )
+                db.execute(
+                    update(User)
+                    .where(User.user_id == cached.caller.user_id)
+                    .values(last_seen_at=now)
+                )
+        return cached.caller
+
+    def _load_token(self, key: str, seen_epoch: str) -> _Cached:
         with self.db.read() as db:
-            row = db.scalar(select(ApiToken).where(ApiToken.secret_hash == digest(secret)))
+            row = db.scalar(select(ApiToken).where(ApiToken.secret_hash == key))
             if row is None:
                 raise Unauthorized("unknown token")
             if row.revoked_at is not None:
                 raise Unauthorized(f"token {row.name} ({row.prefix}...) was revoked")
-            if row.expires_at is not None and row.expires_at <= now:
-                raise Unauthorized(f"token {row.name} ({row.prefix}...) has expired")
             user = db.get(User, row.user_id)
             if user is None or user.status != "active":
                 raise Unauthorized(f"user {row.user_id} is disabled")
             caller = self.directory.caller(
                 db, user, frozenset(Scope(s) for s in row.scopes), "token", row.name
             )
-            used, seen = row.last_used_at, user.last_seen_at
-        if used is None or now - used >= SEEN_EVERY:
-            with self.db.transaction() as db:
-                db.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-        self.directory.touch(user.user_id, seen)
-        return caller
+            used = row.last_used_at or NEVER
+            entry = _Cached(row.id, row.name, caller, row.expires_at, used, seen_epoch)
+        self._remember(key, entry)
+        return entry
+
+    def _remember(self, key: str, entry: _Cached) -> None:
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = entry
 
     # -- browser logins ------------------------------------------------------------
     def create_login(self, user_id: str) -> Login:
@@ -186,22 +229,29 @@ class Credentials:
 
     def check_login(self, secret: str) -> tuple[Caller, str]:
         """The caller of a login cookie and its CSRF token; 401 if unknown or expired."""
+        key = digest(secret)
         now = utcnow()
-        with self.db.read() as db:
-            row = db.get(WebLogin, digest(secret))
-            if row is None or row.expires_at <= now:
-                raise Unauthorized("your login has expired; log in again at /auth/login")
-            user = db.get(User, row.user_id)
-            if user is None or user.status != "active":
-                raise Unauthorized(f"user {row.user_id} is disabled")
-            caller = self.directory.caller(db, user, frozenset(Scope), "cookie")
-            csrf, seen = row.csrf_token, user.last_seen_at
-        self.directory.touch(user.user_id, seen)
-        return caller, csrf
+        seen_epoch = epoch.current(self.db)
+        cached = self._cache.get(key)
+        if cached is None or cached.epoch != seen_epoch:
+            with self.db.read() as db:
+                row = db.get(WebLogin, key)
+                if row is None:
+                    raise Unauthorized("your login has expired; log in again at /auth/login")
+                user = db.get(User, row.user_id)
+                if user is None or user.status != "active":
+                    raise Unauthorized(f"user {row.user_id} is disabled")
+                caller = self.directory.caller(db, user, frozenset(Scope), "cookie")
+                cached = _Cached(row.csrf_token, "login", caller, row.expires_at, now, seen_epoch)
+            self._remember(key, cached)
+        if cached.expires_at is not None and cached.expires_at <= now:
+            raise Unauthorized("your login has expired; log in again at /auth/login")
+        return cached.caller, cached.id
 
     def end_login(self, secret: str) -> None:
         with self.db.transaction() as db:
             db.execute(delete(WebLogin).where(WebLogin.secret_hash == digest(secret)))
+            epoch.bump(db)
 
 
 def same_secret(given: str, expected: str) -> bool:

@@ -90,3 +90,27 @@ def test_logins_carry_a_csrf_token_and_end(core: Sandman) -> None:
     core.credentials.end_login(login.secret)
     with pytest.raises(Unauthorized):
         core.credentials.check_login(login.secret)
+
+
+def test_a_revocation_elsewhere_ends_a_cached_token_at_once(core: Sandman) -> None:
+    """Two processes share the database: one has the token cached, the other revokes
+    it; the epoch moved, so the first refuses it on the very next request."""
+    from datetime import timedelta as td
+
+    from sandman.accounts.tokens import Credentials
+
+    core.accounts.directory.create("alice", UserChanges())
+    view, secret = core.credentials.create_token("alice", "ci", ALL, None, "alice")
+    other = Credentials(core.db, core.accounts.directory, td(hours=1))
+    assert core.credentials.check_token(secret).user_id == "alice"  # now cached
+    other.revoke(view.id)
+    with pytest.raises(Unauthorized, match="revoked"):
+        core.credentials.check_token(secret)
+
+
+def test_a_role_change_reaches_a_cached_caller(core: Sandman) -> None:
+    core.accounts.directory.create("alice", UserChanges())
+    _, secret = core.credentials.create_token("alice", "ci", ALL, None, "alice")
+    assert core.credentials.check_token(secret).role == Role.USER
+    core.accounts.directory.update("alice", UserChanges(role=Role.OPERATOR))
+    assert core.credentials.check_token(secret).role == Role.OPERATOR
