@@ -132,7 +132,7 @@ def main() -> int:
         }
         rates: dict[str, list[float]] = {mode: [] for mode in modes}
         try:
-            for mode, (headers, cookies) in modes.items():  # warm up
+            for headers, cookies in modes.values():  # warm up
                 measure(url, headers, cookies, 1.0, args.clients)
             for _ in range(args.rounds):
                 for mode, (headers, cookies) in modes.items():

@@ -39,8 +39,9 @@ def test_a_user_runs_their_own_session_and_is_disabled(harness: Harness, tmp_pat
     assert [(r["actor"], r["target"]) for r in logins] == [("ria", session["session_id"])]
 
     # Another user neither sees nor ends it.
-    assert harness.client.get(f"/api/v1/sessions/{session['id']}", headers=sam).status_code == 404
-    assert harness.client.delete(f"/api/v1/sessions/{session['id']}", headers=sam).status_code == 404
+    path = f"/api/v1/sessions/{session['id']}"
+    assert harness.client.get(path, headers=sam).status_code == 404
+    assert harness.client.delete(path, headers=sam).status_code == 404
 
     held = subprocess.Popen(
         ["ssh", "-p", str(session["ssh_port"]), "-i", str(key), "-o", "BatchMode=yes",
