@@ -17,6 +17,7 @@ import asyncssh
 
 from sandman.accounts.audit import Entry
 from sandman.accounts.service import Accounts
+from sandman.accounts.sso import SingleSignOn
 from sandman.config import Settings
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
@@ -139,6 +140,7 @@ class Sandman:
         self.accounts = Accounts(self.db, self.sessions, timedelta(seconds=settings.login_ttl))
         self.credentials = self.accounts.credentials
         self.audit = self.accounts.audit
+        self.sso = SingleSignOn.from_settings(settings, self.accounts)  # None without an issuer
         self.health = HealthCheck(
             {
                 "database": lambda: self.db.ping(),

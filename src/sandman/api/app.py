@@ -19,7 +19,7 @@ from sandman.api.auth import authenticate
 from sandman.api.context import RequestContext
 from sandman.api.errors import install_error_handlers
 from sandman.api.openapi import Limits, errors, install_openapi
-from sandman.api.routes import accounts, gpus, health, sessions, teams, tokens, users
+from sandman.api.routes import accounts, gpus, health, sessions, sso, teams, tokens, users
 from sandman.core import Sandman
 from sandman.gpu.catalogue import find_model
 from sandman.gpu.types import MigMode
@@ -61,6 +61,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(health.router)
+    app.include_router(sso.router)  # /auth: single sign-on, for browsers and the CLI
     protected = APIRouter(
         dependencies=[Depends(authenticate)], responses=errors(400, 401, 403, 500)
     )

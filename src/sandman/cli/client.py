@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sandman.cli import credentials
+
 session_app = typer.Typer(help="Manage sessions through the API.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -19,13 +21,19 @@ err = Console(stderr=True)
 
 def _client() -> httpx.Client:
     url = os.environ.get("SANDMAN_URL", "http://127.0.0.1:8080")
-    token = os.environ.get("SANDMAN_ADMIN_TOKEN")
+    token = os.environ.get("SANDMAN_ADMIN_TOKEN") or os.environ.get("SANDMAN_TOKEN")
+    saved = None if token else credentials.load()  # what `sandman login` saved
+    if saved is not None:
+        url, token = os.environ.get("SANDMAN_URL", saved[0]), saved[1]
     if not token:
         token_file = Path(os.environ.get("SANDMAN_DATA_DIR", ".sandman")) / "admin_token"
         if token_file.exists():
             token = token_file.read_text().strip()
     if not token:
-        err.print("[red]set SANDMAN_ADMIN_TOKEN (the admin token printed at first start)[/red]")
+        err.print(
+            "[red]run `sandman login`, or set SANDMAN_TOKEN (a personal token) or "
+            "SANDMAN_ADMIN_TOKEN (the admin token printed at first start)[/red]"
+        )
         raise typer.Exit(2)
     return httpx.Client(
         base_url=f"{url.rstrip('/')}/api/v1",

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
 from sandman.cli.client import gpus_command, session_app
+from sandman.cli.login import login_command, logout_command
 from sandman.config import Settings
 from sandman.core import Sandman
 from sandman.errors import ConfigurationError, SandmanError
@@ -29,6 +30,8 @@ app.add_typer(teams_app, name="teams")
 app.add_typer(projects_app, name="projects")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
+app.command("login")(login_command)
+app.command("logout")(logout_command)
 console = Console(stderr=True)
 
 

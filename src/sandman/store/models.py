@@ -248,6 +248,18 @@ class WebLogin(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class CliLoginCode(Base):
+    """A one-time code that hands ``sandman login`` its token after single sign-on;
+    only a SHA-256 is kept, and the CLI must show the verifier of ``challenge``."""
+
+    __tablename__ = "cli_login_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"))
+    challenge: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class AuditRecord(Base):
     """One change or refusal, chained to the one before by ``prev_hash``: an edit or a
     removal in the middle breaks every hash after it (``sandman audit verify``)."""
