@@ -5,7 +5,9 @@
 #      pyproject.toml is newer than the last install);
 #   2. docker.io, debootstrap, the OpenSSH client and server, rsync (apt);
 #   3. a running Docker engine (started in the background if it does not answer);
-#   4. the Sandman workspace image (built if missing).
+#   4. the Sandman workspace image (built if missing);
+#   5. with --for-tests, the test OpenID provider's node_modules (npm ci, once
+#      per lockfile, under ${XDG_CACHE_HOME:-~/.cache}/sandman/oidc-provider/).
 #
 # Idempotent and quiet when there is nothing to do; exits non-zero with a message
 # on the first failure.
@@ -154,6 +156,36 @@ start_docker() {
     done
 }
 
+# ---------------------------------------------------------------- test OpenID provider
+# The single sign-on tests run a real OpenID provider (npm's oidc-provider). Its
+# node_modules is built once per lockfile, outside the repository, and reused.
+OIDC_PROVIDER_SRC="$ROOT/tests/integration/oidc/provider"
+
+oidc_provider_dir() {
+    local hash
+    hash="$(sha256sum "$OIDC_PROVIDER_SRC/package-lock.json" | cut -c1-16)"
+    printf '%s/sandman/oidc-provider/%s' "${XDG_CACHE_HOME:-$HOME/.cache}" "$hash"
+}
+
+install_oidc_provider() {
+    local dir build
+    dir="$(oidc_provider_dir)"
+    [ -f "$dir/.complete" ] && [ -d "$dir/node_modules/oidc-provider" ] && return 0
+    { have node && have npm; } || apt_install nodejs npm
+    say "npm ci: the test OpenID provider, into $dir"
+    mkdir -p "$(dirname "$dir")"
+    build="$(mktemp -d "$dir.build-XXXXXX")"
+    cp "$OIDC_PROVIDER_SRC/package.json" "$OIDC_PROVIDER_SRC/package-lock.json" "$build/"
+    if ! (cd "$build" && npm ci --no-audit --no-fund --ignore-scripts >npm.log 2>&1); then
+        tail -n 30 "$build/npm.log" >&2
+        rm -rf "$build"
+        die "npm ci of the test OpenID provider failed"
+    fi
+    rm -rf "$dir"
+    mv "$build" "$dir"
+    touch "$dir/.complete"
+}
+
 # ---------------------------------------------------------------- main
 FOR_TESTS=0
 
@@ -162,6 +194,9 @@ main() {
     cd "$ROOT"
     install_system_packages
     setup_venv
+    if [ "$FOR_TESTS" -eq 1 ]; then
+        install_oidc_provider
+    fi
     start_docker
     "$VENV/bin/python" -m sandman.image || die "building the workspace image failed"
 }

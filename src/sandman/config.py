@@ -95,6 +95,31 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS; empty means CORS is off."
     )
 
+    # --- accounts and single sign-on ---
+    public_url: str | None = Field(
+        None,
+        description="Sandman's external address (https://gpu.example.org); the OIDC "
+        "redirect URI is <public_url>/auth/callback, and https makes cookies Secure.",
+    )
+    login_ttl: Duration = Field(
+        12 * 3600.0, gt=0, description="How long a browser login (cookie) lasts."
+    )
+    oidc_issuer: str | None = Field(None, description="The OpenID provider's issuer URL.")
+    oidc_client_id: str | None = Field(None, description="Sandman's client id at the provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="Sandman's client secret at the provider."
+    )
+    oidc_scopes: str = Field(
+        "openid profile email groups", description="Scopes asked of the provider."
+    )
+    oidc_username_claim: str = Field(
+        "preferred_username", description="The claim a user name is made from."
+    )
+    oidc_groups_claim: str = Field("groups", description="The claim listing the user's groups.")
+    oidc_group_map: Path | None = Field(
+        None, description="YAML mapping the provider's groups to roles and teams."
+    )
+
     # --- storage ---
     data_dir: Path = Field(Path(".sandman"), description="Where Sandman keeps its state.")
     db_path: Path | None = Field(

@@ -15,11 +15,15 @@ from datetime import timedelta
 
 import asyncssh
 
+from sandman.accounts.audit import Entry
+from sandman.accounts.service import Accounts
+from sandman.accounts.sso import SingleSignOn
 from sandman.config import Settings
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.limits import StartupLimiter
+from sandman.gateway.routing import ConnectionRecord
 from sandman.gateway.server import GatewayServer
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
@@ -137,6 +141,10 @@ class Sandman:
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )
+        self.accounts = Accounts(self.db, self.sessions, timedelta(seconds=settings.login_ttl))
+        self.credentials = self.accounts.credentials
+        self.audit = self.accounts.audit
+        self.sso = SingleSignOn.from_settings(settings, self.accounts)  # None without an issuer
         self.health = HealthCheck(
             {
                 "database": lambda: self.db.ping(),
@@ -162,6 +170,7 @@ class Sandman:
             self.ca = UserCA(settings.data_dir / "ca", timedelta(minutes=settings.max_ttl_minutes))
             self.sessions.trusted_ca_keys = self.ca.trusted_keys
         self.routes = DatabaseRouteSource(self.sessions, self.ca, identity)
+        self.routes.on_login = self._audit_login
         if identity is not None:
             host_key = load_or_create_key(host_key_path, comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
@@ -209,6 +218,17 @@ class Sandman:
         self._gateway_started = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    def _audit_login(self, record: ConnectionRecord) -> None:
+        self.audit.record(
+            Entry(
+                actor=record.user_id,
+                action="gateway.login",
+                target=record.session_id,
+                source=record.client_address,
+                detail={"connection": record.connection_id},
+            )
+        )
 
     def _check_gateway(self) -> None:
         """The gateway this process runs listens (nothing to check when it runs elsewhere)."""

@@ -9,6 +9,7 @@ from sandman.errors import InvalidRequest
 from sandman.image.accounts import reserved_names
 
 USER_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # teams and projects
 
 
 class SessionStatus(StrEnum):
@@ -65,3 +66,13 @@ def checked_workspace_quota(quota_bytes: int) -> int:
             f"({MAX_WORKSPACE_QUOTA} bytes), not {quota_bytes}"
         )
     return quota_bytes
+
+
+def validate_name(name: str, what: str) -> str:
+    """A team's or project's name: 1-64 letters, digits, '_', '.' or '-'."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid {what} name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name

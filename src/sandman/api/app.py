@@ -15,10 +15,21 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from sandman import __version__
-from sandman.api.auth import require_admin
+from sandman.api.auth import authenticate
+from sandman.api.context import RequestContext
 from sandman.api.errors import install_error_handlers
 from sandman.api.openapi import Limits, errors, install_openapi
-from sandman.api.routes import gpus, health, sessions, users, workspaces
+from sandman.api.routes import (
+    accounts,
+    gpus,
+    health,
+    sessions,
+    sso,
+    teams,
+    tokens,
+    users,
+    workspaces,
+)
 from sandman.core import Sandman
 from sandman.gpu.catalogue import find_model
 from sandman.gpu.types import MigMode
@@ -60,16 +71,23 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(health.router)
-    protected = APIRouter(dependencies=[Depends(require_admin)], responses=errors(400, 401, 500))
+    app.include_router(sso.router)  # /auth: single sign-on, for browsers and the CLI
+    protected = APIRouter(
+        dependencies=[Depends(authenticate)], responses=errors(400, 401, 403, 500)
+    )
     protected.include_router(sessions.router)
     protected.include_router(gpus.router)
     protected.include_router(users.router)
     protected.include_router(workspaces.router)
+    protected.include_router(accounts.router)
+    protected.include_router(teams.router)
+    protected.include_router(tokens.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.
     app.include_router(protected, include_in_schema=False)
     install_openapi(app, request_limits(core))
     install_docs(app)
+    app.add_middleware(RequestContext, core=core)
     return app
 
 

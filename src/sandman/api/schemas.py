@@ -34,7 +34,9 @@ STATUS_FILTERS = ["active", "all", *(s.value for s in SessionStatus)]
 class CreateSessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: UserId
+    user_id: UserId | None = Field(
+        None, description="Whose session; default: the caller (required with the admin token)."
+    )
     ttl_minutes: int | None = Field(
         None, description="Lifetime in minutes (default 60, at most the server's maximum)."
     )

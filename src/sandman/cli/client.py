@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sandman.cli import credentials
+
 session_app = typer.Typer(help="Manage sessions through the API.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -19,13 +21,19 @@ err = Console(stderr=True)
 
 def _client() -> httpx.Client:
     url = os.environ.get("SANDMAN_URL", "http://127.0.0.1:8080")
-    token = os.environ.get("SANDMAN_ADMIN_TOKEN")
+    token = os.environ.get("SANDMAN_ADMIN_TOKEN") or os.environ.get("SANDMAN_TOKEN")
+    saved = None if token else credentials.load()  # what `sandman login` saved
+    if saved is not None:
+        url, token = os.environ.get("SANDMAN_URL", saved[0]), saved[1]
     if not token:
         token_file = Path(os.environ.get("SANDMAN_DATA_DIR", ".sandman")) / "admin_token"
         if token_file.exists():
             token = token_file.read_text().strip()
     if not token:
-        err.print("[red]set SANDMAN_ADMIN_TOKEN (the admin token printed at first start)[/red]")
+        err.print(
+            "[red]run `sandman login`, or set SANDMAN_TOKEN (a personal token) or "
+            "SANDMAN_ADMIN_TOKEN (the admin token printed at first start)[/red]"
+        )
         raise typer.Exit(2)
     return httpx.Client(
         base_url=f"{url.rstrip('/')}/api/v1",
@@ -65,7 +73,7 @@ def _sessions_table(rows: list[dict[str, Any]]) -> Table:
 
 @session_app.command("create")
 def create(
-    user_id: str,
+    user_id: Annotated[str | None, typer.Argument(help="Whose (default: yours)")] = None,
     ttl: Annotated[int | None, typer.Option("--ttl", help="Minutes")] = None,
     mig_profile: Annotated[str | None, typer.Option("--mig-profile")] = None,
     gpu_count: Annotated[int | None, typer.Option("--gpu-count")] = None,
@@ -76,8 +84,8 @@ def create(
         Path | None, typer.Option("--save-key", help="Where to write a generated private key")
     ] = None,
 ) -> None:
-    """Start a session for USER_ID."""
-    body: dict[str, Any] = {"user_id": user_id}
+    """Start a session for USER_ID (default: the token's own user)."""
+    body: dict[str, Any] = {"user_id": user_id} if user_id else {}
     if ttl is not None:
         body["ttl_minutes"] = ttl
     if mig_profile is not None:
@@ -90,7 +98,7 @@ def create(
     private = created.pop("ssh_private_key", None)
     out.print(_sessions_table([created]))
     if private:
-        target = save_key or Path(f"{user_id}_sandman_key")
+        target = save_key or Path(f"{created['user_id']}_sandman_key")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(private)

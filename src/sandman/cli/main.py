@@ -11,7 +11,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
 from sandman.cli.client import gpus_command, session_app
+from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
 from sandman.cli.workspaces import workspaces_app
 from sandman.config import Settings
@@ -27,6 +29,13 @@ app.add_typer(session_app, name="session")
 app.add_typer(network_app, name="network")
 app.add_typer(workspaces_app, name="workspaces")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
+app.add_typer(users_app, name="users")
+app.add_typer(teams_app, name="teams")
+app.add_typer(projects_app, name="projects")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
+app.command("login")(login_command)
+app.command("logout")(logout_command)
 console = Console(stderr=True)
 
 

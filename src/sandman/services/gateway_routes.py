@@ -4,6 +4,7 @@ with, where their running session is, and the audit log of connections."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import timedelta
 
 import asyncssh
@@ -41,6 +42,9 @@ class DatabaseRouteSource:
         self.sessions = sessions
         self.ca = ca  # with the gateway's public key: routes carry certificates
         self.gateway_key = gateway_key
+        # Told of each accepted login once (the audit trail); refusals stay in the
+        # pruned connection log, so a flood cannot grow the trail.
+        self.on_login: Callable[[ConnectionRecord], None] | None = None
 
     def authorized_keys(self, user_id: str) -> list[str]:
         if not USER_ID_PATTERN.fullmatch(user_id):
@@ -101,6 +105,7 @@ class DatabaseRouteSource:
             return
         with self.sessions.db.transaction() as db:
             row = db.get(Connection, record.connection_id)
+            first = row is None
             if row is None:
                 row = Connection(id=record.connection_id)
                 db.add(row)
@@ -113,6 +118,8 @@ class DatabaseRouteSource:
             row.bytes_to_client = record.bytes_to_client
             row.result = record.result
             row.reason = record.reason
+        if first and self.on_login is not None:
+            self.on_login(record)
 
     def _count_refusal(self, record: ConnectionRecord) -> None:
         """One row per address, reason and minute with a count, so a flood of bad

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 
+from sandman.accounts.policy import Visibility
 from sandman.domain import ACTIVE_STATUSES, SessionStatus, validate_user_id
 from sandman.errors import InvalidRequest, NotFound
 from sandman.gpu.types import Claim
@@ -25,8 +26,14 @@ class SessionReads:
             raise NotFound(f"no session {session_id!r}")
         return row
 
-    def _query(self, status: str, user_id: str | None) -> Select[SessionRow]:
+    def _query(
+        self, status: str, user_id: str | None, visible: Visibility | None = None
+    ) -> Select[SessionRow]:
         query = select(SessionRow)
+        if visible is not None and not visible.all:
+            query = query.where(
+                or_(SessionRow.user_id == visible.user_id, SessionRow.team.in_(visible.teams))
+            )
         if status == "active":
             query = query.where(SessionRow.status.in_(ACTIVE))
         elif status != "all":
@@ -49,9 +56,11 @@ class SessionReads:
         user_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        visible: Visibility | None = None,
     ) -> tuple[list[SessionRow], int]:
-        """Sessions ordered by ``created_at`` then ``id``, and how many match in all."""
-        query = self._query(status, user_id)
+        """Sessions ordered by ``created_at`` then ``id``, and how many match in all;
+        ``visible`` keeps those a caller may see."""
+        query = self._query(status, user_id, visible)
         ordered = query.order_by(SessionRow.created_at, SessionRow.id).offset(offset)
         if limit is not None:
             ordered = ordered.limit(limit)

@@ -63,9 +63,8 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_factory = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_factory = sessionmaker(self._read_engine, expire_on_commit=False)
         self.is_sqlite = url.startswith("sqlite")
         self._writers: AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else nullcontext()
@@ -96,6 +95,12 @@ class Database:
         """A read-only unit of work: one consistent snapshot, no write lock taken."""
         with self._read_factory() as db, db.begin():
             yield db
+
+    def read_scalar(self, statement: Any) -> Any:
+        """One Core query on a read-only connection: no ORM session, no write lock
+        (for a hot path, such as the accounts epoch every request reads)."""
+        with self._read_engine.connect() as connection:
+            return connection.execute(statement).scalar()
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

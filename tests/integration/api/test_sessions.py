@@ -184,7 +184,7 @@ def test_refusals_explain_themselves_and_change_nothing(harness: Harness) -> Non
     assert harness.client.post("/api/v1/sessions", json={"user_id": "frank"}).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert harness.client.get("/api/v1/sessions", headers=wrong).json() == {
-        "error": "wrong admin token",
+        "error": "wrong token: use a personal token (sm_...) or the admin token",
         "code": "unauthenticated",
     }
     missing = harness.client.get("/api/v1/sessions/nope", headers=harness.headers)

@@ -20,8 +20,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import use_after_free
 from tests.fakes.runtime import FakeRuntime
-from tests.unit.api.conftest import HEADERS, fake_core
+from tests.unit.api.conftest import fake_core
 
+from sandman.accounts.directory import UserChanges
+from sandman.accounts.policy import Role, Scope
 from sandman.api.app import create_app
 from sandman.services.keys import generate_key_pair
 
@@ -53,9 +55,19 @@ CHECKS = {
 }
 
 
+HEADERS: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The API as an admin's personal token sees it (a request may omit ``user_id``,
+    which then means the caller; the bootstrap token, which is no user, must name one)."""
     core = fake_core(tmp_path_factory.mktemp("contract"), FakeRuntime(), start_timeout=2)
+    core.accounts.directory.create("contract", UserChanges(role=Role.ADMIN))
+    _, secret = core.credentials.create_token(
+        "contract", "contract", frozenset(Scope), None, "bootstrap-admin"
+    )
+    HEADERS["Authorization"] = f"Bearer {secret}"
     yield schemathesis.openapi.from_asgi("/openapi.json", create_app(core, run_background=False))
     core.stop()
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from sandman.accounts.policy import Action
+from sandman.api.auth import allow
 from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
 from sandman.core import Sandman
@@ -92,7 +94,7 @@ def _gpu_out(device: GpuDevice, owners: dict[str, str]) -> dict[str, Any]:
     }
 
 
-@router.get("/gpus")
+@router.get("/gpus", name="gpu.list", dependencies=[allow(Action.GPU_READ)])
 def list_gpus(app: App) -> dict[str, Any]:
     owners = app.sessions.claimed_by()
     gpus = [_gpu_out(d, owners) for d in app.inventory.devices()]
@@ -104,7 +106,7 @@ def list_gpus(app: App) -> dict[str, Any]:
     }
 
 
-@router.get("/gpus/profiles")
+@router.get("/gpus/profiles", name="gpu.profiles", dependencies=[allow(Action.GPU_READ)])
 def list_profiles(app: App) -> dict[str, Any]:
     """MIG profiles of every model present (a profile name can differ in size by model)."""
     seen: dict[str, GpuModel] = {}
@@ -116,7 +118,7 @@ def list_profiles(app: App) -> dict[str, Any]:
     return {"profiles": profiles, "count": len(profiles), "models": sorted(seen)}
 
 
-@router.get("/gpus/available")
+@router.get("/gpus/available", name="gpu.available", dependencies=[allow(Action.GPU_READ)])
 def available(app: App) -> dict[str, Any]:
     devices = app.inventory.devices()
     owners = app.sessions.claimed_by()
@@ -153,7 +155,11 @@ def available(app: App) -> dict[str, Any]:
 
 
 @router.post(
-    "/gpus/{gpu_uuid}/mig", status_code=status.HTTP_201_CREATED, responses=errors(404, 409)
+    "/gpus/{gpu_uuid}/mig",
+    name="gpu.mig_create",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 404, 409),
+    dependencies=[allow(Action.GPU_MANAGE)],
 )
 def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[str, Any]:
     """Create MIG instances (for the static strategy); the whole list or nothing."""
@@ -166,7 +172,12 @@ def create_mig_instances(gpu_uuid: str, body: CreateMigBody, app: App) -> dict[s
     }
 
 
-@router.delete("/gpus/{gpu_uuid}/mig/{instance_uuid}", responses=errors(404, 409))
+@router.delete(
+    "/gpus/{gpu_uuid}/mig/{instance_uuid}",
+    name="gpu.mig_destroy",
+    responses=errors(403, 404, 409),
+    dependencies=[allow(Action.GPU_MANAGE)],
+)
 def destroy_mig_instance(gpu_uuid: str, instance_uuid: str, app: App) -> dict[str, Any]:
     app.gpus.destroy_instance(gpu_uuid, instance_uuid)
     return {"message": f"MIG instance {instance_uuid} destroyed"}

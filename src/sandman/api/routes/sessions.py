@@ -6,7 +6,17 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
+from sandman.accounts.policy import (
+    Action,
+    Caller,
+    Target,
+    require,
+    require_visible,
+    session_visibility,
+)
+from sandman.api.auth import Who, allow
 from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
 from sandman.api.schemas import (
@@ -50,8 +60,19 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
     return _outs(app, [row])[0]
 
 
+def _visible(app: Sandman, caller: Caller, session_id: str, action: Action) -> SessionRow:
+    """The session, if the caller may do ``action`` on it; another user's session that
+    the caller may not even read is 404, as if it did not exist."""
+    row = app.sessions.get(session_id)
+    require_visible(
+        caller, action, Target(owner=row.user_id, team=row.team), f"session {session_id!r}"
+    )
+    return row
+
+
 @router.post(
     "/sessions",
+    name="session.create",
     status_code=status.HTTP_201_CREATED,
     response_model=CreatedSessionOut,
     responses={
@@ -60,12 +81,13 @@ def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
             "description": "With ``wait=false``: the session is reserved and ``starting``; "
             "poll the ``Location`` header's URL until it is ``running``.",
         },
-        **errors(404, 409, 503),
+        **errors(403, 404, 409, 503),
     },
 )
 async def create_session(
     body: CreateSessionBody,
     app: App,
+    caller: Who,
     request: Request,
     response: Response,
     wait: Annotated[
@@ -73,10 +95,16 @@ async def create_session(
         Query(description="true: answer 201 once sshd answers; false: 202 at once"),
     ] = True,
 ) -> dict[str, Any]:
-    """Start a container for ``user_id``; returns once its sshd accepts connections."""
+    """Start a container for ``user_id`` (default: the caller); returns once its sshd
+    accepts connections. Users start their own sessions; operators and admins anyone's."""
+    user_id = app.accounts.session_owner(caller, body.user_id)
+    require(caller, Action.SESSION_CREATE, Target(owner=user_id))
+    charge = await run_in_threadpool(
+        app.accounts.prepare_session, caller, user_id, body.team, body.project
+    )
     created = await app.creator.create(
         SessionRequest(
-            user_id=body.user_id,
+            user_id=user_id,
             ttl_minutes=body.ttl_minutes,
             gpu=GpuRequest(
                 mig_profile=body.mig_profile,
@@ -88,12 +116,14 @@ async def create_session(
             ssh_public_keys=body.ssh_public_keys,
             cpus=body.cpus,
             memory=body.memory,
-            team=body.team,
-            project=body.project,
+            team=charge.team,
+            project=charge.project,
             labels=dict(body.labels),
         ),
         wait_ready=wait,
     )
+    request.state.audit_target = created.session.id
+    request.state.audit_detail = {"user_id": user_id, "team": charge.team}
     out = await asyncio.to_thread(_out, app, created.session)  # reads the disk
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
@@ -113,11 +143,13 @@ TOTAL_HEADER = {
 
 @router.get(
     "/sessions",
+    name="session.list",
     response_model=list[SessionOut],
     responses={200: {"headers": TOTAL_HEADER, "description": "One page of sessions."}},
 )
 def list_sessions(
     app: App,
+    caller: Who,
     response: Response,
     status: Annotated[
         str,
@@ -134,13 +166,17 @@ def list_sessions(
     ] = None,
     offset: Annotated[int, Query(ge=0, le=10**9, description="Skip this many first")] = 0,
 ) -> list[dict[str, Any]]:
-    """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``."""
-    rows, total = app.sessions.page(status, user_id, limit, offset)
+    """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``.
+
+    Users see their own sessions (and a team lead the team's); operators and admins all.
+    """
+    visible = session_visibility(caller)
+    rows, total = app.sessions.page(status, user_id, limit, offset, visible)
     response.headers["X-Total-Count"] = str(total)
     return _outs(app, rows)
 
 
-@router.get("/sessions/stats")
+@router.get("/sessions/stats", name="session.stats", dependencies=[allow(Action.SESSION_STATS)])
 def session_stats(app: App) -> dict[str, Any]:
     """Counts by status and profile, and GPU slices used and free."""
     active = app.sessions.list_sessions("active")
@@ -156,25 +192,47 @@ def session_stats(app: App) -> dict[str, Any]:
     }
 
 
-@router.get("/sessions/{session_id}", response_model=SessionOut, responses=errors(404))
-def get_session(session_id: str, app: App) -> dict[str, Any]:
-    return _out(app, app.sessions.get(session_id))
+@router.get(
+    "/sessions/{session_id}",
+    name="session.read",
+    response_model=SessionOut,
+    responses=errors(404),
+)
+def get_session(session_id: str, app: App, caller: Who) -> dict[str, Any]:
+    return _out(app, _visible(app, caller, session_id, Action.SESSION_READ))
 
 
-@router.patch("/sessions/{session_id}", response_model=SessionOut, responses=errors(404, 409))
-def extend_session(session_id: str, body: ExtendSessionBody, app: App) -> dict[str, Any]:
+@router.patch(
+    "/sessions/{session_id}",
+    name="session.extend",
+    response_model=SessionOut,
+    responses=errors(403, 404, 409),
+)
+def extend_session(
+    session_id: str, body: ExtendSessionBody, app: App, caller: Who
+) -> dict[str, Any]:
     """Set the TTL to ``ttl_minutes`` from now (capped by the maximum TTL)."""
+    _visible(app, caller, session_id, Action.SESSION_EXTEND)
     return _out(app, app.sessions.extend(session_id, body.ttl_minutes))
 
 
-@router.delete("/sessions/{session_id}", responses=errors(404, 503))
-def delete_session(session_id: str, app: App) -> dict[str, Any]:
+@router.delete("/sessions/{session_id}", name="session.end", responses=errors(403, 404, 503))
+def delete_session(session_id: str, app: App, caller: Who) -> dict[str, Any]:
     """End the session and reclaim container, GPU slice and port; idempotent."""
-    row = app.sessions.end(session_id, SessionStatus.DELETED, "deleted through the API", wait=True)
+    _visible(app, caller, session_id, Action.SESSION_END)
+    reason = "deleted through the API"
+    if caller.user_id is not None:
+        reason = f"deleted through the API by {caller.user_id}"
+    row = app.sessions.end(session_id, SessionStatus.DELETED, reason, wait=True)
     return {"message": f"session {session_id} ended", "session": _out(app, row)}
 
 
-@router.delete("/sessions")
+@router.delete(
+    "/sessions",
+    name="session.end_all",
+    responses=errors(403),
+    dependencies=[allow(Action.SESSION_END_ALL)],
+)
 def delete_all_sessions(app: App) -> dict[str, Any]:
     """End every active session, ``delete_concurrency`` at a time."""
     ended = app.sessions.end_all("all sessions deleted through the API")

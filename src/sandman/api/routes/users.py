@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session as Db
 
+from sandman.accounts.policy import Action, Caller, Target, require
+from sandman.api.auth import Who, allow
 from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
 from sandman.api.schemas import PUBLIC_KEY_SCHEMA, UserIdPath, UtcTime
@@ -67,10 +69,16 @@ def _keys_out(user: User) -> dict[str, Any]:
     }
 
 
-@router.put("/users/{user_id}/keys")
-def put_keys(user_id: UserIdPath, body: KeysBody, app: App) -> dict[str, Any]:
-    """Replace the user's keys; they open the gateway for every later session."""
+def _may_manage(app: Sandman, caller: Caller, user_id: str) -> None:
     validate_user_id(user_id)
+    role = app.accounts.directory.role_of(user_id)
+    require(caller, Action.KEY_MANAGE, Target(owner=user_id, role=role))
+
+
+@router.put("/users/{user_id}/keys", name="user.keys_put", responses=errors(403))
+def put_keys(user_id: UserIdPath, body: KeysBody, app: App, caller: Who) -> dict[str, Any]:
+    """Replace the user's keys; they open the gateway for every later session."""
+    _may_manage(app, caller, user_id)
     keys = normalize_public_keys(body.ssh_public_keys)
     if not keys:
         raise InvalidRequest("ssh_public_keys is empty")
@@ -80,10 +88,10 @@ def put_keys(user_id: UserIdPath, body: KeysBody, app: App) -> dict[str, Any]:
         return _keys_out(user)
 
 
-@router.put("/users/{user_id}/password", responses=errors(404))
-def put_password(user_id: UserIdPath, body: PasswordBody, app: App) -> dict[str, Any]:
+@router.put("/users/{user_id}/password", name="user.password_put", responses=errors(403, 404))
+def put_password(user_id: UserIdPath, body: PasswordBody, app: App, caller: Who) -> dict[str, Any]:
     """Store a hash of the user's gateway password (used only with password auth on)."""
-    validate_user_id(user_id)
+    _may_manage(app, caller, user_id)
     hashed = hash_password(body.password)
     with app.db.transaction() as db:
         user = app.sessions.ensure_user(db, user_id)
@@ -100,21 +108,28 @@ def _existing_user(db: Db, user_id: str) -> User:
     return user
 
 
-@router.delete("/users/{user_id}/password", responses=errors(404))
-def delete_password(user_id: UserIdPath, app: App) -> dict[str, Any]:
+@router.delete("/users/{user_id}/password", name="user.password_delete", responses=errors(403, 404))
+def delete_password(user_id: UserIdPath, app: App, caller: Who) -> dict[str, Any]:
+    _may_manage(app, caller, user_id)
     with app.db.transaction() as db:
         user = _existing_user(db, user_id)
         user.password_hash = None
         return _keys_out(user)
 
 
-@router.get("/users/{user_id}/keys", responses=errors(404))
-def get_keys(user_id: UserIdPath, app: App) -> dict[str, Any]:
+@router.get("/users/{user_id}/keys", name="user.keys_read", responses=errors(403, 404))
+def get_keys(user_id: UserIdPath, app: App, caller: Who) -> dict[str, Any]:
+    require(caller, Action.USER_READ, Target(owner=validate_user_id(user_id)))
     with app.db.transaction() as db:
         return _keys_out(_existing_user(db, user_id))
 
 
-@router.get("/connections", response_model=list[ConnectionOut])
+@router.get(
+    "/connections",
+    name="connection.list",
+    response_model=list[ConnectionOut],
+    dependencies=[allow(Action.CONNECTION_READ)],
+)
 def list_connections(
     app: App,
     user_id: str | None = None,
