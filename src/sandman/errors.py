@@ -14,6 +14,7 @@ ERROR_CODES: dict[str, int] = {
     "invalid_request": 400,
     "unauthenticated": 401,
     "forbidden": 403,
+    "quota_exceeded": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
@@ -55,6 +56,13 @@ class Forbidden(SandmanError):
     """The caller is known but may not do this (403)."""
 
     code = "forbidden"
+
+
+class QuotaExceeded(Forbidden):
+    """A user's, team's or project's quota does not allow this (403); the message
+    names the quota and the numbers."""
+
+    code = "quota_exceeded"
 
 
 class NotFound(SandmanError):

@@ -253,7 +253,7 @@ class Teams:
                 db.add(row)
                 db.flush()
             if team is not None and row.team != team:
-                raise InvalidRequest(f"project {project} belongs to team {row.team}, not {team}")
+                raise Conflict(f"project {project} belongs to team {row.team}, not {team}")
             if not override and row.team not in mine:
                 raise Forbidden(f"{user_id} is not a member of team {row.team}")
             return Charge(row.team, row.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
@@ -60,6 +60,15 @@ class CreateSessionBody(BaseModel):
     )
     team: Name | None = None
     project: Name | None = None
+    priority: Literal["low", "normal", "high"] = Field(
+        "normal", description="Priority class, within the quotas' allowed_priorities."
+    )
+    idle_timeout_minutes: int | None = Field(
+        None,
+        description="Reclaim the session after this many minutes without activity; 0: "
+        "never (refused where the server sets a maximum); default: the server's "
+        "SANDMAN_IDLE_TIMEOUT.",
+    )
     labels: dict[Name, Annotated[str, StringConstraints(max_length=256)]] = Field(
         default_factory=dict,
         max_length=32,
@@ -117,8 +126,12 @@ class SessionOut(BaseModel):
     memory: str
     team: str | None
     project: str | None
+    priority: str
     labels: dict[str, str]
     ttl_minutes: int
+    idle_timeout_minutes: int | None = Field(
+        description="The session's own idle timeout (0: never); null: the server's."
+    )
     created_at: UtcTime
     started_at: UtcTime | None
     expires_at: UtcTime
@@ -187,8 +200,10 @@ def session_out(
         "memory": row.memory,
         "team": row.team,
         "project": row.project,
+        "priority": row.priority,
         "labels": row.labels,
         "ttl_minutes": row.ttl_minutes,
+        "idle_timeout_minutes": row.idle_timeout_minutes,
         "created_at": row.created_at,
         "started_at": row.started_at,
         "expires_at": row.expires_at,

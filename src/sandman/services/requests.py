@@ -24,6 +24,8 @@ class SessionRequest:
     memory: str | None = None
     team: str | None = None
     project: str | None = None
+    priority: str = "normal"  # low | normal | high (policy.quotas.Priority)
+    idle_timeout_minutes: int | None = None  # None: the deployment's; 0: never
     labels: dict[str, str] = field(default_factory=dict)
 
 

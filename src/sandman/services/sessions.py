@@ -37,7 +37,8 @@ from sandman.errors import (
     SessionConflict,
 )
 from sandman.gpu.planner import plan
-from sandman.gpu.types import Allocation, GpuInventory
+from sandman.gpu.types import Allocation, GpuDevice, GpuInventory
+from sandman.observe.idle import checked_idle_timeout
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
     SESSION_LABEL,
@@ -66,6 +67,10 @@ from sandman.store.models import GpuClaim, PortClaim, User, utcnow
 from sandman.store.models import Session as SessionRow
 from sandman.store.transitions import transition
 
+# (db, user, request, ttl, image, planned allocations, devices): raises to refuse.
+AdmissionCheck = Callable[
+    [Db, str, SessionRequest, int, str, list[Allocation], list[GpuDevice]], None
+]
 log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 20
@@ -116,6 +121,9 @@ class SessionService(SessionEnding):
         self.start_hooks: list[SessionHook] = []  # the session is running
         self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
         self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
+        # Run inside the reservation's transaction, after placement: a refusal here
+        # (quotas) rolls the whole reservation back.
+        self.admission_checks: list[AdmissionCheck] = []
         # The gateway's identity: trusted through certificates of these CAs when set,
         # else authorized in the containers itself.
         self.gateway_key: str | None = None
@@ -144,6 +152,11 @@ class SessionService(SessionEnding):
         image = checked_image(self.settings, request.image)
         cpus, memory = checked_limits(self.settings, request.cpus, request.memory)
         check_gpu_request(request.gpu)
+        checked_idle_timeout(
+            request.idle_timeout_minutes,
+            self.settings.idle_timeout_max,
+            self.settings.max_ttl_minutes,
+        )
         keys = normalize_public_keys(request.ssh_public_keys or [])
         if request.ssh_public_keys is not None and not keys:
             raise InvalidRequest("ssh_public_keys is empty: give at least one key or omit it")
@@ -219,6 +232,8 @@ class SessionService(SessionEnding):
                         default_profile=self.settings.default_mig_profile,
                         allow_fallback=self.settings.mig_fallback,
                     )
+                    for admit in self.admission_checks:
+                        admit(db, user_id, request, ttl, image, allocations, devices)
                     port = None
                     if self.runtime.publishes_ports:
                         port = choose_port(
@@ -239,9 +254,11 @@ class SessionService(SessionEnding):
                         memory=memory,
                         team=request.team,
                         project=request.project,
+                        priority=request.priority,
                         labels=dict(request.labels),
                         authorized_keys=keys,
                         ttl_minutes=ttl,
+                        idle_timeout_minutes=request.idle_timeout_minutes,
                         created_at=now,
                         expires_at=now + timedelta(minutes=ttl),
                         worker_id=self.worker_id,
@@ -373,6 +390,7 @@ class SessionService(SessionEnding):
 
     # ------------------------------------------------------------- lifecycle
     def extend(self, session_id: str, ttl_minutes: int) -> SessionRow:
+        """A new TTL from now; asking for one is also activity (idle reclaim)."""
         ttl = checked_ttl(self.settings, ttl_minutes)
         with self.db.transaction() as db:
             row = db.get(SessionRow, session_id)
@@ -384,6 +402,7 @@ class SessionService(SessionEnding):
                 ENDABLE,
                 ttl_minutes=ttl,
                 expires_at=self.clock() + timedelta(minutes=ttl),
+                last_activity=self.clock(),
             ):
                 raise Conflict(f"session {session_id} is {row.status}; only active ones extend")
             db.refresh(row)

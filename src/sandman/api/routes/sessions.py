@@ -118,6 +118,8 @@ async def create_session(
             memory=body.memory,
             team=charge.team,
             project=charge.project,
+            priority=body.priority,
+            idle_timeout_minutes=body.idle_timeout_minutes,
             labels=dict(body.labels),
         ),
         wait_ready=wait,
@@ -212,7 +214,8 @@ def extend_session(
     session_id: str, body: ExtendSessionBody, app: App, caller: Who
 ) -> dict[str, Any]:
     """Set the TTL to ``ttl_minutes`` from now (capped by the maximum TTL)."""
-    _visible(app, caller, session_id, Action.SESSION_EXTEND)
+    row = _visible(app, caller, session_id, Action.SESSION_EXTEND)
+    app.quotas.check_ttl(row.user_id, row.team, row.project, body.ttl_minutes)
     return _out(app, app.sessions.extend(session_id, body.ttl_minutes))
 
 
