@@ -102,3 +102,13 @@ def test_users_read_what_applies_to_them_and_set_nothing(api: TestClient) -> Non
     assert {(q["kind"], q["name"]) for q in everything} == {("team", "nlp"), ("user", "someone")}
     assert api.delete("/api/v1/quotas/user/someone", headers=ADMIN).status_code == 200
     assert api.delete("/api/v1/quotas/user/someone", headers=ADMIN).status_code == 404
+
+
+def test_me_shows_the_quotas_that_apply(api: TestClient) -> None:
+    eve = user_token(api, "eve", team="ml")
+    put(api, "team/ml", {"max_slices": 7})
+    api.post("/api/v1/sessions", json={"mig_profile": "2g.10gb"}, headers=eve)
+    quotas = api.get("/api/v1/me", headers=eve).json()["quotas"]
+    team = next(q for q in quotas if q["kind"] == "team")
+    assert team["name"] == "ml" and team["limits"] == {"max_slices": 7}
+    assert team["used"]["slices"] == 2

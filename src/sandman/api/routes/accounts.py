@@ -63,6 +63,10 @@ class MeOut(UserOut):
     csrf_token: str | None = Field(
         None, description="With a login cookie: send it as X-CSRF-Token on changes."
     )
+    quotas: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The quotas that apply (user, default team and project) and their use.",
+    )
 
 
 def _out(user: UserView) -> dict[str, Any]:
@@ -181,4 +185,8 @@ def me(app: App, caller: Who, request: Request) -> dict[str, Any]:
     out["scopes"] = sorted(s.value for s in caller.scopes)
     out["projects"] = [p.name for p in app.accounts.teams.list_projects(caller)]
     out["csrf_token"] = getattr(request.state, "csrf_token", None)
+    if caller.user_id is not None:
+        out["quotas"] = app.quotas.report(
+            caller.user_id, out["default_team"], out["default_project"]
+        )
     return out
