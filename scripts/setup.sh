@@ -7,7 +7,9 @@
 #   3. a running Docker engine (started in the background if it does not answer);
 #   4. the Sandman workspace image (built if missing);
 #   5. with --for-tests, the test OpenID provider's node_modules (npm ci, once
-#      per lockfile, under ${XDG_CACHE_HOME:-~/.cache}/sandman/oidc-provider/).
+#      per lockfile, under ${XDG_CACHE_HOME:-~/.cache}/sandman/oidc-provider/), and
+#      Debian's prometheus, prometheus-alertmanager and docker-compose (promtool,
+#      amtool, a private Prometheus and Alertmanager, and "compose config").
 #
 # Idempotent and quiet when there is nothing to do; exits non-zero with a message
 # on the first failure.
@@ -55,6 +57,18 @@ install_system_packages() {
     if [ "$FOR_TESTS" -eq 1 ] && ! have_postgres; then
         missing+=(postgresql)
         packages+=(postgresql)
+    fi
+    # The monitoring tests check deploy/ with promtool and amtool, run a private
+    # Prometheus and Alertmanager, and validate the compose file (pulling nothing).
+    if [ "$FOR_TESTS" -eq 1 ]; then
+        have promtool || { missing+=(promtool); packages+=(prometheus); }
+        # The metrics tests scrape a running Sandman with that package's prometheus.
+        have prometheus || { missing+=(prometheus); packages+=(prometheus); }
+        have amtool || { missing+=(amtool); packages+=(prometheus-alertmanager); }
+        if ! have docker-compose && ! docker compose version >/dev/null 2>&1; then
+            missing+=(docker-compose)
+            packages+=(docker-compose)
+        fi
     fi
     [ "${#missing[@]}" -eq 0 ] && return 0
     say "missing: ${missing[*]}"
