@@ -16,8 +16,9 @@ class SessionStatus(StrEnum):
     """Where a session is in its life.
 
     ``starting``/``running``/``stopping`` are active: they hold resources.
-    ``expired`` (TTL), ``deleted`` (DELETE), ``failed`` (creation failed) and
-    ``lost`` (the container vanished or died) are ended: they hold nothing.
+    ``expired`` (TTL), ``deleted`` (DELETE), ``failed`` (creation failed),
+    ``lost`` (the container vanished or died) and ``idle`` (reclaimed after its
+    idle timeout) are ended: they hold nothing.
     """
 
     STARTING = "starting"
@@ -27,6 +28,7 @@ class SessionStatus(StrEnum):
     DELETED = "deleted"
     FAILED = "failed"
     LOST = "lost"
+    IDLE = "idle"
 
     @property
     def active(self) -> bool:

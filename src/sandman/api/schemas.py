@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
 
 from sandman.config import Settings
 from sandman.domain import RESERVED_USER_IDS, USER_ID_PATTERN, SessionStatus
@@ -28,6 +35,18 @@ PUBLIC_KEY_SCHEMA = {"format": "openssh-public-key"}
 USER_ID_DOC = "Linux user name: ^[a-z_][a-z0-9_-]{0,31}$ (not a system account's name)"
 UserId = Annotated[str, Field(description=USER_ID_DOC, json_schema_extra=USER_ID_SCHEMA)]
 UserIdPath = Annotated[str, Path(description=USER_ID_DOC, json_schema_extra=USER_ID_SCHEMA)]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: 30 or 30.0, never true or "30"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be a whole number")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 STATUS_FILTERS = ["active", "all", *(s.value for s in SessionStatus)]
 
 
@@ -63,7 +82,7 @@ class CreateSessionBody(BaseModel):
     priority: Literal["low", "normal", "high"] = Field(
         "normal", description="Priority class, within the quotas' allowed_priorities."
     )
-    idle_timeout_minutes: int | None = Field(
+    idle_timeout_minutes: WholeNumber | None = Field(
         None,
         description="Reclaim the session after this many minutes without activity; 0: "
         "never (refused where the server sets a maximum); default: the server's "

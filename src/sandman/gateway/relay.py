@@ -39,6 +39,14 @@ class TrafficStats:
 
     from_client: int = 0
     to_client: int = 0
+    # Of ``to_client``, what went to a terminal (a channel with a pty): what a session
+    # shows, not what someone does with it (idle reclaim counts the rest).
+    terminal_output: int = 0
+
+    @property
+    def activity(self) -> int:
+        """Channel data that shows the session in use: all but terminal output."""
+        return self.from_client + self.to_client - self.terminal_output
 
 
 class RelayContext(Protocol):
@@ -93,12 +101,15 @@ class _End:
         self._write_paused = False
         self._peer_gone = False
         self.splice_target: SSHChannel[bytes] | None = None
+        self.to_terminal = False  # relays a session's output to the user's pty
 
     def _count(self, n: int) -> None:
         if self._faces_client:
             self._stats.from_client += n
         else:
             self._stats.to_client += n
+            if self.to_terminal:
+                self._stats.terminal_output += n
 
     # ``n`` bytes went straight to ``splice_target`` (see the module doc)
     spliced = _count
@@ -234,6 +245,10 @@ class DownstreamSession(_End, asyncssh.SSHServerSession[bytes]):
         if up is not None and isinstance(up.chan, asyncssh.SSHClientChannel):
             up.chan.change_terminal_size(width, height, pixwidth, pixheight)
 
+    @property
+    def has_terminal(self) -> bool:
+        return self._term_type is not None
+
     def shell_requested(self) -> bool:
         return True
 
@@ -353,6 +368,7 @@ class UpstreamSession(_End, asyncssh.SSHClientSession[bytes]):
         super().__init__(downstream._stats, faces_client=False)
         self.peer = downstream
         self._downstream = downstream
+        self.to_terminal = downstream.has_terminal
         self._status: int | None = None
         self._signal: tuple[str, bool, str, str] | None = None
 

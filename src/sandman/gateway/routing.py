@@ -29,6 +29,8 @@ class Route:
     # OpenSSH user certificates of the gateway's key for this user, from Sandman's CA;
     # none means the session authorizes the gateway's key itself.
     certificates: tuple[str, ...] = ()
+    # More banner lines (idle reclaim: the timeout, a warning standing), each ending "\n".
+    notice: str = ""
 
 
 @dataclass(frozen=True)

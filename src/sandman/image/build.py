@@ -100,6 +100,7 @@ LAYER_FILES: tuple[LayerFile, ...] = (
     LayerFile("profile.sh", "/etc/profile.d/sandman.sh", 0o644),
     LayerFile("dpkg-excludes", "/etc/dpkg/dpkg.cfg.d/sandman-excludes", 0o644),
     LayerFile("finalize.sh", "/usr/local/lib/sandman/finalize.sh", 0o755),
+    LayerFile("sandman-keepalive", "/usr/local/bin/sandman-keepalive", 0o755),
 )
 _FINALIZE = "/usr/local/lib/sandman/finalize.sh"
 

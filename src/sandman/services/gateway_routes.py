@@ -45,6 +45,8 @@ class DatabaseRouteSource:
         # Told of each accepted login once (the audit trail); refusals stay in the
         # pruned connection log, so a flood cannot grow the trail.
         self.on_login: Callable[[ConnectionRecord], None] | None = None
+        # More login banner lines for a session (idle reclaim's rule and warning).
+        self.notice: Callable[[str], str] | None = None
 
     def authorized_keys(self, user_id: str) -> list[str]:
         if not USER_ID_PATTERN.fullmatch(user_id):
@@ -87,6 +89,7 @@ class DatabaseRouteSource:
             gpu=describe_gpu(row, self.sessions.inventory.simulated),
             expires_at=row.expires_at,
             certificates=self._certificates(row),
+            notice=self.notice(row.id) if self.notice is not None else "",
         )
 
     def _certificates(self, row: SessionRow) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ mkdir -p /etc/sandman/ssh /workspace
 chmod 0755 /etc/sandman /etc/sandman/ssh /workspace
 chmod 0644 /etc/sandman/sshd_config /etc/motd /etc/profile.d/sandman.sh \
     /etc/dpkg/dpkg.cfg.d/sandman-excludes
+chmod 0755 /usr/local/bin/sandman-keepalive
 # Lean image: drop what dpkg-excludes would not have installed, plus apt state.
 find /usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
 find /usr/share/doc -mindepth 1 -type d -empty -delete 2>/dev/null || true
