@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sandman.accounts.policy import Action, Target, decide, require
 from sandman.api.auth import Who, allow
@@ -47,6 +47,21 @@ class QuotaBody(BaseModel):
     allowed_models: Names | None = None
     allowed_images: Names | None = None
     allowed_priorities: list[Priority] | None = Field(None, max_length=3)
+
+    @field_validator(
+        "max_sessions",
+        "max_slices",
+        "guaranteed_slices",
+        "max_ttl_minutes",
+        "max_gpu_hours_month",
+        mode="before",
+    )
+    @classmethod
+    def _numbers_only(cls, value: Any) -> Any:
+        """A number, not ``true`` or ``"2"`` (which pydantic would take for 1 and 2)."""
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError("must be a number")
+        return value
 
     def quota(self) -> Quota:
         def names(value: list[Any] | None) -> frozenset[str] | None:
