@@ -22,6 +22,7 @@ from sandman.errors import RuntimeFailure, RuntimeUnavailable
 from sandman.runtime.base import (
     SSHD_PORT,
     ContainerState,
+    ContainerStats,
     Endpoint,
     ExecResult,
     SessionLaunch,
@@ -53,6 +54,7 @@ class FakeRuntime:
         self.resized: list[tuple[str, int, bool]] = []  # (user, quota, live)
         self.migrated: list[tuple[str, int]] = []
         self.workspace_warnings: list[str] = []
+        self.cpu_seconds: dict[str, float] = {}  # container name -> CPU time used so far
 
     # ------------------------------------------------------------ test controls
     def kill(self, name_or_id: str, exit_code: int = 137) -> None:
@@ -72,6 +74,11 @@ class FakeRuntime:
     def running(self) -> list[ContainerState]:
         with self.lock:
             return [c.state for c in self.containers.values() if c.state.running]
+
+    def burn(self, name: str, cpu_seconds: float) -> None:
+        """The container's processes use ``cpu_seconds`` more CPU time."""
+        with self.lock:
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu_seconds
 
     def probe(self, host: str, port: int) -> bool:
         """The readiness probe: sshd answers at a running container's endpoint."""
@@ -154,6 +161,14 @@ class FakeRuntime:
                 for c in self.containers.values()
                 if all(c.state.labels.get(k) == v for k, v in labels.items())
             ]
+
+    def stats(self, name_or_id: str) -> ContainerStats | None:
+        self._check("stats")
+        with self.lock:
+            found = self._find(name_or_id)
+            if found is None or not found.state.running:
+                return None
+            return ContainerStats(self.cpu_seconds.get(found.state.name, 0.0))
 
     def logs(self, name_or_id: str, tail: int = 50) -> str:
         return "fake logs"

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-__all__ = ["ActivitySource", "GpuSample", "MetricsSnapshot", "SessionActivity"]
+__all__ = [
+    "ActivitySource",
+    "GpuSample",
+    "HeldDevice",
+    "MetricsSnapshot",
+    "SessionActivity",
+    "SessionInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class GpuSample:
     gr_engine_active: float | None = None  # graphics/compute engine activity, 0-1
     at: datetime | None = None
     simulated: bool = False
+    pci_bus_id: str | None = None  # "00000000:18:00.0", the physical GPU's
 
     @property
     def gpu_uuid(self) -> str:
@@ -78,13 +86,46 @@ class SessionActivity:
 
 
 @dataclass(frozen=True)
+class HeldDevice:
+    """One device a session holds, named the way GPU series name it.
+
+    ``uuid`` is what the container sees (a ``MIG-`` or ``GPU-`` UUID); ``gpu_uuid``
+    the physical GPU and ``gpu_instance_id`` its GPU instance (None for a whole
+    GPU), which is how dcgm-exporter labels a MIG instance's series (``UUID``,
+    ``GPU_I_ID``), so the two join on those labels.
+    """
+
+    uuid: str
+    gpu_uuid: str
+    gpu_instance_id: int | None = None
+    mig_profile: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Who holds what: an active session with its owner, charge and devices."""
+
+    session_id: str
+    user_id: str
+    status: str
+    image: str
+    team: str | None = None
+    project: str | None = None
+    devices: tuple[HeldDevice, ...] = ()
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
-    """One collection pass: every GPU sample and every active session's activity."""
+    """One collection pass: every GPU sample, every active session with its activity,
+    and the counts that need the database (so ``/metrics`` never reads it)."""
 
     at: datetime
     gpus: tuple[GpuSample, ...] = ()
     sessions: Mapping[str, SessionActivity] = field(default_factory=dict)
     collect_seconds: float = 0.0  # how long the pass took
+    holders: tuple[SessionInfo, ...] = ()
+    sessions_by_status: Mapping[str, int] = field(default_factory=dict)
+    mig_allocation: Mapping[str, float] = field(default_factory=dict)  # profile -> 0-1
 
 
 class ActivitySource(Protocol):

@@ -141,6 +141,20 @@ class ExecResult:
         return self.exit_code is None
 
 
+@dataclass(frozen=True)
+class ContainerStats:
+    """A running container's counters, as one cheap read of the engine gives them.
+
+    ``cpu_seconds`` is CPU time used since the container started, all cores
+    together; two readings make a rate (``sandman.observe.measure``).
+    ``cpu_percent`` is the engine's own rate (percent of one core) where the read
+    carried one, else None.
+    """
+
+    cpu_seconds: float
+    cpu_percent: float | None = None
+
+
 class SessionRuntime(Protocol):
     publishes_ports: bool  # whether a session needs a host port reserved for its sshd
 
@@ -207,4 +221,9 @@ class SessionRuntime(Protocol):
 
     def release_workspace(self, user_id: str) -> bool:
         """Take a workspace out of use on this host (uninstall); False when it was not in use."""
+        ...
+
+    def stats(self, name_or_id: str) -> ContainerStats | None:
+        """The container's counters now (one read; Docker answers it with its next
+        one-second sample); None when it does not exist or is not running."""
         ...

@@ -16,6 +16,8 @@ import asyncio
 import logging
 import math
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 
@@ -33,6 +35,8 @@ class CreationPool:
         self.wait = wait
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sandman-create")
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        # Told of every create once it is over: (seconds, error code or None).
+        self.result_hooks: list[Callable[[float, str | None], None]] = []
         self._start_threads()
 
     def _start_threads(self) -> None:
@@ -57,12 +61,14 @@ class CreationPool:
         """The created session: once its sshd answers, or (``wait_ready=False``) once its
         row and grants are committed, while it goes on starting in the pool."""
         slots = self._semaphore()
+        asked = time.monotonic()
         try:
             if slots.locked():  # wait only when no worker is free (a zero wait refuses then)
                 await asyncio.wait_for(slots.acquire(), timeout=self.wait)
             else:
                 await slots.acquire()
         except TimeoutError:
+            self._finished(asked, "busy")
             raise Busy(
                 f"all {self.workers} session starters are busy and none came free in "
                 f"{self.wait:g}s; retry shortly",
@@ -89,13 +95,28 @@ class CreationPool:
     def _reserve_and_launch(
         self, request: SessionRequest, reserved: Future[Reservation]
     ) -> CreatedSession:
+        started = time.monotonic()
         try:
-            reservation = self.sessions.reserve(request)
+            try:
+                reservation = self.sessions.reserve(request)
+            except BaseException as exc:
+                reserved.set_exception(exc)
+                raise
+            reserved.set_result(reservation)
+            created = self.sessions.launch(reservation)
         except BaseException as exc:
-            reserved.set_exception(exc)
+            self._finished(started, getattr(exc, "code", "internal_error"))
             raise
-        reserved.set_result(reservation)
-        return self.sessions.launch(reservation)
+        self._finished(started, None)
+        return created
+
+    def _finished(self, started: float, code: str | None) -> None:
+        seconds = time.monotonic() - started
+        for hook in self.result_hooks:
+            try:
+                hook(seconds, code)
+            except Exception:
+                log.exception("create hook %r failed", hook)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -101,6 +101,7 @@ class Reconciler:
         self.grace = timedelta(seconds=grace)
         self.hostname = hostname or socket.gethostname()
         self.pid = pid or os.getpid()
+        self.report_hooks: list[Callable[[ReconcileReport], None]] = []  # after each pass
 
     @property
     def clock(self) -> Callable[[], datetime]:
@@ -163,6 +164,11 @@ class Reconciler:
             ]
         ):
             log.info("reconciler: %s", report)
+        for hook in self.report_hooks:
+            try:
+                hook(report)
+            except Exception:
+                log.exception("reconciler hook %r failed", hook)
         return report
 
     def _sessions_and_containers(self, report: ReconcileReport) -> None:

@@ -24,6 +24,7 @@ from sandman.runtime.base import (
     SSHD_PORT,
     USER_LABEL,
     ContainerState,
+    ContainerStats,
     Endpoint,
     ExecResult,
     SessionLaunch,
@@ -81,6 +82,29 @@ def state_from_attrs(attrs: dict[str, Any], bind_address: str, upstream: str) ->
         ip_address=ip,
         endpoint=endpoint,
     )
+
+
+def stats_from_engine(raw: dict[str, Any]) -> ContainerStats | None:
+    """``GET /containers/{id}/stats`` as ``ContainerStats`` (pure); None for a container
+    that is not running (the engine then sends zeros).
+
+    The engine's own rate is worked out as ``docker stats`` does: the container's
+    CPU time over the host's between the two samples the engine took, times the
+    number of CPUs, in percent of one core. A one-shot read has no earlier sample.
+    """
+    cpu = raw.get("cpu_stats") or {}
+    usage = cpu.get("cpu_usage") or {}
+    total = usage.get("total_usage")
+    if not total:
+        return None
+    pre = raw.get("precpu_stats") or {}
+    pre_total = (pre.get("cpu_usage") or {}).get("total_usage") or 0
+    system = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
+    cpus = cpu.get("online_cpus") or len(usage.get("percpu_usage") or []) or 1
+    percent = None
+    if pre_total and pre.get("system_cpu_usage") and system > 0:
+        percent = 100.0 * (total - pre_total) / system * cpus
+    return ContainerStats(cpu_seconds=total / 1e9, cpu_percent=percent)
 
 
 class DockerRuntime:
@@ -279,6 +303,16 @@ class DockerRuntime:
             return found
 
         return self._call("list containers", list_all)
+
+    def stats(self, name_or_id: str) -> ContainerStats | None:
+        def get() -> ContainerStats | None:
+            try:
+                raw = self.client.api.stats(name_or_id, stream=False, one_shot=True)
+            except docker.errors.NotFound:
+                return None
+            return stats_from_engine(raw)
+
+        return self._call(f"read the statistics of {name_or_id}", get)
 
     def logs(self, name_or_id: str, tail: int = 50) -> str:
         def get() -> str:
