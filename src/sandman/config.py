@@ -72,6 +72,23 @@ def _quota(value: Any) -> int | None:
 WorkspaceQuota = Annotated[int | None, BeforeValidator(_quota)]
 
 
+def _optional_duration(value: Any) -> float | None:
+    """A duration, or None for ``none``, empty or 0 (no limit)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return parse_duration(value) or None
+
+
+def _warnings(value: Any) -> tuple[float, ...]:
+    from sandman.observe.idle import parse_warnings
+
+    return parse_warnings(value)
+
+
+OptionalDuration = Annotated[float | None, BeforeValidator(_optional_duration)]
+IdleWarnings = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_warnings)]
+
+
 def _alias(name: str, *seed_names: str) -> AliasChoices:
     return AliasChoices(f"SANDMAN_{name.upper()}", *seed_names)
 
@@ -170,6 +187,32 @@ class Settings(BaseSettings):
     )
     default_ttl_minutes: int = Field(60, ge=1)
     max_ttl_minutes: int = Field(7 * 24 * 60, ge=1)
+
+    # --- idle reclaim ---
+    idle_timeout: Duration = Field(
+        0.0,
+        description="Reclaim a session after this long without activity (no SSH traffic or "
+        "terminal input, GPU and CPU below their thresholds); 0: never (the default).",
+    )
+    idle_timeout_max: OptionalDuration = Field(
+        None,
+        description="The longest idle timeout a session may ask for; set, a session asking "
+        "for more or for never is refused. none or 0: no maximum.",
+    )
+    idle_warnings: IdleWarnings = Field(
+        (900.0, 120.0),
+        description="When users are warned before a reclaim (15m,2m); warnings as long as "
+        "the timeout or longer are skipped; none: no warnings.",
+    )
+    idle_gpu_percent: float = Field(
+        5.0, ge=0, le=100, description="GPU activity below this (percent) counts as idle."
+    )
+    idle_cpu_percent: float = Field(
+        5.0, ge=0, description="CPU use below this (percent of one core) counts as idle."
+    )
+    idle_check_interval: Duration = Field(
+        30.0, gt=0, description="How often sessions are checked for idleness."
+    )
 
     # --- runtime ---
     runtime: Literal["docker"] = Field(
@@ -282,6 +325,63 @@ class Settings(BaseSettings):
         description="How long gateway connection records are kept (e.g. 90d).",
     )
 
+    # --- metrics ---
+    metrics_interval: Duration = Field(
+        15.0,
+        gt=0,
+        description="How often GPUs and sessions are measured for /metrics, the history "
+        "and idle decisions (one engine statistics read per running session each time).",
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="The bearer token scrapers off this host send to /metrics; clients on "
+        "loopback need none, and without a token other clients get 403.",
+    )
+    metrics_retention: Duration = Field(
+        30 * 86400.0,
+        gt=0,
+        description="How long one-minute averages per session and per GPU are kept (30d); "
+        "pruned hourly.",
+    )
+
+    # --- alerts and notifications ---
+    alerts_token: SecretStr | None = Field(
+        None,
+        description="The bearer token Alertmanager sends to POST /api/v1/alerts/webhook "
+        "(a secret of its own, not a user's token); unset, that route answers 403.",
+    )
+    smtp_host: str | None = Field(
+        None, description="The SMTP server notifications are mailed through; unset: no e-mail."
+    )
+    smtp_port: int = Field(
+        587, ge=1, le=65535, description="The SMTP server's port (465: TLS from the start)."
+    )
+    smtp_user: str | None = Field(None, description="The SMTP login, if the server needs one.")
+    smtp_password: SecretStr | None = Field(None, description="The SMTP login's password.")
+    smtp_from: str = Field("sandman@localhost", description="The From address of notifications.")
+    smtp_starttls: bool = Field(
+        True, description="Upgrade the SMTP connection with STARTTLS before logging in."
+    )
+    notify_timeout: Duration = Field(
+        10.0, gt=0, description="How long one delivery (webhook, e-mail, terminal) may take."
+    )
+    notify_retries: int = Field(
+        3, ge=1, le=10, description="Tries per delivery before it is logged as failed."
+    )
+    notify_queue: int = Field(
+        1000, ge=1, description="Notifications waiting to be sent; past it new ones are dropped."
+    )
+    notify_allow_loopback: bool = Field(
+        False,
+        description="Accept webhook URLs on this host (127.0.0.0/8, ::1, localhost): for a "
+        "one-host setup or tests. Link-local and cloud metadata addresses are always refused.",
+    )
+    anomaly_interval: Duration = Field(
+        900.0,
+        description="How often the GPU history is searched for hung jobs, oversized slices and "
+        "GPUs heating faster than their siblings; 0: never.",
+    )
+
     log_level: str = "INFO"
 
     @field_validator(
@@ -341,6 +441,11 @@ class Settings(BaseSettings):
             raise ConfigurationError("ssh_port_start must not exceed ssh_port_end")
         if self.default_ttl_minutes > self.max_ttl_minutes:
             raise ConfigurationError("default_ttl_minutes must not exceed max_ttl_minutes")
+        if self.idle_timeout_max is not None and not 0 < self.idle_timeout <= self.idle_timeout_max:
+            raise ConfigurationError(
+                "idle_timeout must be set, and at most idle_timeout_max, when there is a "
+                "maximum: sessions that ask for nothing get idle_timeout"
+            )
         host, _, port = self.ssh_listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
             raise ConfigurationError(f"ssh_listen must be HOST:PORT, not {self.ssh_listen!r}")

@@ -24,9 +24,16 @@ from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.routing import ConnectionRecord
-from sandman.gateway.server import GatewayServer
+from sandman.gateway.server import TOUCH_INTERVAL_S, GatewayServer
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuInventory, MigMode
+from sandman.observe.alerts import AlertIntake
+from sandman.observe.anomalies import AnomalyCheck
+from sandman.observe.idle_sweep import IdleChannels, IdleReclaim
+from sandman.observe.notify import Notifier
+from sandman.observe.notify_send import MailSender, TerminalSender, WebhookSender
+from sandman.observe.notify_store import NotificationSettings
+from sandman.observe.wiring import Metrics
 from sandman.runtime import make_runtime
 from sandman.runtime.base import SessionRuntime
 from sandman.services.certificates import UserCA
@@ -35,6 +42,7 @@ from sandman.services.gateway_routes import DatabaseRouteSource
 from sandman.services.gpus import GpuAdmin
 from sandman.services.health import HealthCheck
 from sandman.services.host_keys import HostKeys
+from sandman.services.quotas import Quotas, admission_check
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.sessions import SessionService
@@ -99,6 +107,22 @@ def admin_token(
     return token
 
 
+def mail_sender(settings: Settings) -> MailSender | None:
+    """The SMTP client notifications are mailed with; None without an SMTP server."""
+    if settings.smtp_host is None:
+        return None
+    password = settings.smtp_password
+    return MailSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        settings.smtp_from,
+        settings.notify_timeout,
+        user=settings.smtp_user,
+        password=password.get_secret_value() if password is not None else None,
+        starttls=settings.smtp_starttls,
+    )
+
+
 class Sandman:
     def __init__(
         self,
@@ -138,6 +162,8 @@ class Sandman:
             worker_id=self.worker_id,
         )
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
+        self.quotas = Quotas(self.db)
+        self.sessions.admission_checks.append(admission_check(self.quotas))
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )
@@ -171,6 +197,9 @@ class Sandman:
             self.sessions.trusted_ca_keys = self.ca.trusted_keys
         self.routes = DatabaseRouteSource(self.sessions, self.ca, identity)
         self.routes.on_login = self._audit_login
+        # Idle reclaim; the portal's app proxy calls ``self.idle.touch(session_id)``.
+        self.idle = IdleReclaim(self.sessions)
+        self.routes.notice = self.idle.banner
         if identity is not None:
             host_key = load_or_create_key(host_key_path, comment="sandman-gateway")
             self.gateway_host_key = public_key_line(host_key)
@@ -190,6 +219,7 @@ class Sandman:
                         per_address=settings.gateway_max_startups_per_address,
                         total=settings.gateway_max_startups,
                     ),
+                    touch_interval_s=min(TOUCH_INTERVAL_S, settings.idle_check_interval),
                 )
         self.sshpiper: SshPiperConfig | None = None
         if settings.sshpiper_config is not None:
@@ -215,6 +245,30 @@ class Sandman:
             stale_after=max(3 * settings.reconcile_interval, 30.0),
             grace=settings.reconcile_grace,
         )
+        self.metrics = Metrics(settings, self.db, self.sessions, self.inventory, self.runtime)
+        self.metrics.attach(self.creator, self.reconciler)
+        self.collector = self.metrics.collector  # the latest measurements, for idle decisions
+        self.idle.activity = self.collector  # GPU activity and CPU per session
+        self.notifications = NotificationSettings(self.db, settings.notify_allow_loopback)
+        self.notifier = Notifier(
+            self.notifications,
+            WebhookSender(settings.notify_timeout, settings.notify_allow_loopback),
+            TerminalSender(self.db, self.runtime, settings.notify_timeout),
+            mail_sender(settings),
+            self.audit,
+            retries=settings.notify_retries,
+            queue_size=settings.notify_queue,
+        )
+        self.alerts = AlertIntake(self.sessions, self.inventory, self.notifier.submit)
+        self.anomalies = AnomalyCheck(
+            self.collector.latest,
+            self.metrics.history,
+            lambda user, session, subject, text: self.notifier.notify(
+                user, session, subject, text, severity="info", kind="anomaly"
+            ),
+            lambda subject, text: self.notifier.notify_admins(subject, text, kind="anomaly"),
+        )
+        self.idle.notifiers.append(IdleChannels(self.notifier))
         self._gateway_started = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -276,8 +330,17 @@ class Sandman:
             log.error("start-up reconciliation failed: %s", exc.message)
         self._loop("reaper", self.settings.ttl_check_interval, self.reaper.sweep)
         self._loop("reconciler", self.settings.reconcile_interval, self._reconcile)
+        self._loop("idle", self.settings.idle_check_interval, self.idle.sweep)
         retention = timedelta(seconds=self.settings.connection_retention)
         self._loop("pruner", 3600, lambda: self.routes.prune_connections(retention))
+        try:
+            self.collector.collect()  # a first snapshot now, not one interval later
+        except Exception:
+            log.exception("the first metrics collection failed")
+        self._loop("metrics", self.settings.metrics_interval, self.collector.collect)
+        self._loop("metrics-pruner", 3600, self.metrics.history.prune)
+        if self.settings.anomaly_interval > 0:
+            self._loop("anomalies", self.settings.anomaly_interval, self.anomalies.run_once)
 
     def _reconcile(self) -> None:
         """A reconciler pass, after checking the session network and its firewall
@@ -316,7 +379,9 @@ class Sandman:
     def stop(self) -> None:
         self._stop.set()
         self.creator.close()
+        self.notifier.close()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.metrics.close()
         self.inventory.close()
         self.db.dispose()

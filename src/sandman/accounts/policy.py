@@ -47,6 +47,8 @@ class Action(StrEnum):
     KEY_MANAGE = "user.keys"
     WORKSPACE_READ = "workspace.read"
     WORKSPACE_QUOTA = "workspace.quota"
+    QUOTA_READ = "quota.read"  # quotas that apply to the target user
+    QUOTA_MANAGE = "quota.manage"
     TOKEN_CREATE = "token.create"
     TOKEN_READ = "token.read"
     TOKEN_REVOKE = "token.revoke"
@@ -56,6 +58,9 @@ class Action(StrEnum):
     PROJECT_MANAGE = "project.manage"
     AUDIT_READ = "audit.read"
     CONNECTION_READ = "connection.read"
+    NOTIFICATION_READ = "notification.read"
+    NOTIFICATION_SET = "notification.set"
+    NOTIFICATION_DEFAULTS = "notification.defaults"
 
 
 READS = frozenset(
@@ -72,13 +77,16 @@ READS = frozenset(
         Action.PROJECT_READ,
         Action.AUDIT_READ,
         Action.CONNECTION_READ,
+        Action.NOTIFICATION_READ,
+        Action.QUOTA_READ,
     }
 )
 # Role and token administration: a token needs scope ``admin`` for these.
 ADMINISTRATION = frozenset({Action.USER_SET_ROLE, Action.TOKEN_CREATE, Action.TOKEN_REVOKE})
 
-# What an operator may not do: change roles; tokens are their own only (below).
-OPERATOR_DENIED = frozenset({Action.USER_SET_ROLE})
+# What an operator may not do: change roles or the notification defaults; tokens are
+# their own only (below).
+OPERATOR_DENIED = frozenset({Action.USER_SET_ROLE, Action.NOTIFICATION_DEFAULTS})
 # What every user may do on their own things (``owner`` is the caller).
 OWN = frozenset(
     {
@@ -90,9 +98,12 @@ OWN = frozenset(
         Action.USER_UPDATE,
         Action.KEY_MANAGE,
         Action.WORKSPACE_READ,
+        Action.QUOTA_READ,
         Action.TOKEN_CREATE,
         Action.TOKEN_READ,
         Action.TOKEN_REVOKE,
+        Action.NOTIFICATION_READ,
+        Action.NOTIFICATION_SET,
     }
 )
 # What every user may do whoever owns it.

@@ -18,11 +18,15 @@ from sandman import __version__
 from sandman.api.auth import authenticate
 from sandman.api.context import RequestContext
 from sandman.api.errors import install_error_handlers
+from sandman.api.http_metrics import HttpMetrics
 from sandman.api.openapi import Limits, errors, install_openapi
 from sandman.api.routes import (
     accounts,
     gpus,
     health,
+    metrics,
+    notifications,
+    quotas,
     sessions,
     sso,
     teams,
@@ -33,6 +37,7 @@ from sandman.api.routes import (
 from sandman.core import Sandman
 from sandman.gpu.catalogue import find_model
 from sandman.gpu.types import MigMode
+from sandman.observe.idle import idle_timeout_range
 
 API_PREFIX = "/api/v1"
 
@@ -71,22 +76,30 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(health.router)
+    app.include_router(metrics.scrape_router)  # /metrics: Prometheus' text, its own access rule
     app.include_router(sso.router)  # /auth: single sign-on, for browsers and the CLI
     protected = APIRouter(
         dependencies=[Depends(authenticate)], responses=errors(400, 401, 403, 500)
     )
     protected.include_router(sessions.router)
     protected.include_router(gpus.router)
+    protected.include_router(metrics.router)
     protected.include_router(users.router)
     protected.include_router(workspaces.router)
     protected.include_router(accounts.router)
     protected.include_router(teams.router)
     protected.include_router(tokens.router)
+    protected.include_router(quotas.router)
+    protected.include_router(notifications.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.
     app.include_router(protected, include_in_schema=False)
+    # Alertmanager's webhook carries a secret of its own, not a user's credential.
+    app.include_router(notifications.alerts_router, prefix=API_PREFIX)
+    app.include_router(notifications.alerts_router, include_in_schema=False)
     install_openapi(app, request_limits(core))
     install_docs(app)
+    app.add_middleware(HttpMetrics, sink=core.metrics.service)
     app.add_middleware(RequestContext, core=core)
     return app
 
@@ -103,7 +116,11 @@ def request_limits(core: Sandman) -> Limits:
         if model is not None and model.mig_capable and device.mig_mode != MigMode.DISABLED:
             profiles.update(profile.name for profile in model.profiles)
     ttl = {"minimum": 1, "maximum": core.settings.max_ttl_minutes}
+    idle_low, idle_top = idle_timeout_range(
+        core.settings.idle_timeout_max, core.settings.max_ttl_minutes
+    )
     return {
+        ("CreateSessionBody", "idle_timeout_minutes"): {"minimum": idle_low, "maximum": idle_top},
         ("CreateSessionBody", "ttl_minutes"): ttl,
         ("ExtendSessionBody", "ttl_minutes"): ttl,
         ("CreateSessionBody", "image"): {"enum": list(core.settings.allowed_images)},

@@ -15,6 +15,7 @@ from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app,
 from sandman.cli.client import gpus_command, session_app
 from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
+from sandman.cli.quotas import quotas_app
 from sandman.cli.workspaces import workspaces_app
 from sandman.config import Settings
 from sandman.core import Sandman
@@ -34,6 +35,7 @@ app.add_typer(teams_app, name="teams")
 app.add_typer(projects_app, name="projects")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
+app.add_typer(quotas_app, name="quotas")
 app.command("login")(login_command)
 app.command("logout")(logout_command)
 console = Console(stderr=True)

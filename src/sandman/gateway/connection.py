@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import asyncssh
 
+from sandman.gateway.counters import GatewayCounters
 from sandman.gateway.keys import parse_public_keys, same_key
 from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.logcontext import ConnectionLog
@@ -42,6 +43,7 @@ class GatewayContext:
     spawn: Callable[[Awaitable[None]], None]
     allow_passwords: bool = False
     startups: StartupLimiter = field(default_factory=StartupLimiter)
+    counters: GatewayCounters = field(default_factory=GatewayCounters)
 
 
 def no_session_message(user_id: str) -> str:
@@ -58,6 +60,7 @@ def login_banner(route: Route, now: datetime) -> str:
         f"Sandman session {route.session_id}\n"
         f"  GPU:     {route.gpu}\n"
         f"  Expires: {expires} (in {hours}h{minutes:02d}m)\n"
+        f"{route.notice}"
     )
 
 
@@ -103,6 +106,7 @@ class GatewayConnection(asyncssh.SSHServer):
             # SSH disconnect message cannot reach it this early) and the
             # reason is in the gateway's log.
             self.log.warning("refused: %s", refusal)
+            self._ctx.counters.refuse("startup_limit")
             conn.abort()
             return
         self._counted_as_startup = True
@@ -127,6 +131,7 @@ class GatewayConnection(asyncssh.SSHServer):
             self._ctx.spawn(self._record(ended=True))
         elif self.user_id is not None:
             self._refusal = "authentication failed"
+            self._ctx.counters.refuse("authentication")
             self._ctx.spawn(self._record(ended=True))
         self.log.info(
             "closed (%s): %d bytes from client, %d to client",
@@ -173,9 +178,11 @@ class GatewayConnection(asyncssh.SSHServer):
             self._routed.set()
         if self._refusal is not None:
             self.log.info("refused: %s", self._refusal)
+            self._ctx.counters.refuse("lookup_failed")
         elif self.route is None:
             self._refusal = no_session_message(self.user_id)
             self.log.info("refused: %s", self._refusal)
+            self._ctx.counters.refuse("no_session")
         else:
             self.log.session = self.route.session_id
             self.log.info("accepted from %s", self._client_address)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
 
 import asyncssh
@@ -18,6 +18,7 @@ import asyncssh
 from sandman.config import GATEWAY_CIPHERS
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.connection import GatewayConnection, GatewayContext
+from sandman.gateway.counters import GatewayCounters, GatewayState
 from sandman.gateway.keys import load_or_create_key, public_key_line
 from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.routing import RouteSource
@@ -26,6 +27,24 @@ from sandman.gateway.upstream import UpstreamPolicy
 log = logging.getLogger("sandman.gateway")
 
 TOUCH_INTERVAL_S = 30.0
+
+
+def moved_sessions(
+    connections: Iterable[GatewayConnection], seen: dict[str, int]
+) -> tuple[set[str], dict[str, int]]:
+    """The sessions whose connections moved channel data since ``seen`` (connection id
+    to its activity bytes then), and the new ``seen``. Only channel data counts, and
+    of it not what goes to a terminal: a session's own output (a log scrolling, a
+    warning Sandman writes) does not keep it, input does."""
+    moved: set[str] = set()
+    now: dict[str, int] = {}
+    for conn in connections:
+        if conn.route is None:
+            continue
+        now[conn.conn_id] = conn.stats.activity
+        if now[conn.conn_id] != seen.get(conn.conn_id, 0):
+            moved.add(conn.route.session_id)
+    return moved, now
 
 
 class GatewayServer:
@@ -53,6 +72,7 @@ class GatewayServer:
         startups: StartupLimiter | None = None,
     ) -> None:
         self.startups = startups or StartupLimiter()
+        self.counters = GatewayCounters()
         self._ciphers = list(ciphers)
         self._allow_passwords = allow_passwords
         self._route_source = route_source
@@ -114,6 +134,7 @@ class GatewayServer:
             spawn=self._spawn,
             allow_passwords=self._allow_passwords,
             startups=self.startups,
+            counters=self.counters,
         )
         self._acceptor = await asyncssh.listen(
             self._listen_host,
@@ -204,6 +225,19 @@ class GatewayServer:
                     closed += 1
         return closed
 
+    def state(self) -> GatewayState:
+        """Its numbers for ``/metrics``; call on the gateway's event loop."""
+        open_ = [c for conns in self._connections.values() for c in conns]
+        return GatewayState(
+            open_connections=len(open_),
+            pending_connections=self.startups.pending(),
+            refused=dict(self.counters.refused),
+            bytes_from_client=self.counters.closed_bytes_from_client
+            + sum(c.stats.from_client for c in open_),
+            bytes_to_client=self.counters.closed_bytes_to_client
+            + sum(c.stats.to_client for c in open_),
+        )
+
     def connection_count(self, user_id: str | None = None) -> int:
         """How many authenticated connections are open (for one user, or all)."""
         if user_id is not None:
@@ -219,6 +253,8 @@ class GatewayServer:
     def _unregister(self, conn: GatewayConnection) -> None:
         assert conn.user_id is not None
         conns = self._connections.get(conn.user_id)
+        if conns is not None and conn in conns:
+            self.counters.closed(conn.stats.from_client, conn.stats.to_client)
         if conns is not None:
             conns.discard(conn)
             if not conns:
@@ -242,15 +278,14 @@ class GatewayServer:
                 log.exception("sweep of ended sessions failed")
 
     async def _touch_loop(self) -> None:
-        """Keep ``last_activity`` fresh for every session with an open connection."""
+        """Move ``last_activity`` of every session whose connections moved channel data
+        since the last round (not keep-alives, re-keying or terminal output: see
+        ``moved_sessions``); an open connection where nothing moves leaves it idle."""
+        seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(self._touch_interval_s)
-            sessions = {
-                c.route.session_id
-                for conns in self._connections.values()
-                for c in conns
-                if c.route is not None and c.is_open
-            }
+            open_ = [c for conns in self._connections.values() for c in conns if c.is_open]
+            sessions, seen = moved_sessions(open_, seen)
             for session_id in sessions:
                 try:
                     await asyncio.to_thread(self._route_source.touch, session_id)

@@ -49,6 +49,9 @@ class Delivery:
     detail: str = ""  # the error, or how many terminals; never a secret
 
 
+SELF_WRITTEN = frozenset({"idle"})  # kinds whose sender writes the terminals itself
+
+
 class Notifier:
     def __init__(
         self,
@@ -154,7 +157,8 @@ class Notifier:
         """Send ``notice`` on every channel its audience chose, now (a worker calls it)."""
         channels = self.settings.for_delivery(notice.user_id)
         done: list[Delivery] = []
-        if channels.terminal and notice.session_id is not None:
+        # Idle warnings are written to the terminals by the idle sweep itself.
+        if channels.terminal and notice.session_id is not None and notice.kind not in SELF_WRITTEN:
             done.append(self._try("terminal", notice, lambda: self._terminal(notice), ""))
         if channels.webhook is not None:
             hook = channels.webhook

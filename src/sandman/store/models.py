@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -119,6 +120,9 @@ class Session(Base):
     version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     endpoint_host: Mapped[str | None] = mapped_column(String(255))  # where sshd answers
     endpoint_port: Mapped[int | None] = mapped_column(Integer)
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
+    # The session's own idle timeout; None: the deployment's; 0: never.
+    idle_timeout_minutes: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_sessions_created_at_id", "created_at", "id"),
@@ -285,3 +289,62 @@ class AuditRecord(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class NotificationChannel(Base):
+    """Where a user's notifications go, or (``owner`` ``@admins``, ``@users``) where alerts
+    that concern no session go and what a user who chose nothing gets. Owners that start
+    with ``@`` cannot be user names, so one table holds both."""
+
+    __tablename__ = "notification_channels"
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_url: Mapped[str | None] = mapped_column(Text)  # may hold a secret: never listed
+    webhook_format: Mapped[str | None] = mapped_column(String(8))  # json | slack | teams
+    email: Mapped[str | None] = mapped_column(String(254))
+    terminal: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(96))
+
+
+class QuotaRow(Base):
+    """One user's, team's or project's quota (``name`` ``*``: the defaults of its kind);
+    ``limits`` holds the set fields of ``policy.quotas.Quota``."""
+
+    __tablename__ = "quotas"
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class MetricPoint(Base):
+    """One minute of one session or one GPU, averaged (the metrics history).
+
+    ``kind`` is ``session`` (``key`` its id) or ``gpu`` (``key`` its UUID); a value
+    the minute had no sample of is NULL. Rows older than the retention are pruned
+    by ``minute``, hence its own index.
+    """
+
+    __tablename__ = "metric_points"
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_util: Mapped[float | None] = mapped_column(Float)  # percent
+    gpu_active: Mapped[float | None] = mapped_column(Float)  # 0-1
+    cpu_percent: Mapped[float | None] = mapped_column(Float)  # of one core
+    fb_used_mib: Mapped[float | None] = mapped_column(Float)
+    temperature_c: Mapped[float | None] = mapped_column(Float)
+    power_w: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_metric_points_minute", "minute"),)
+
+
+class SessionIdle(Base):
+    """What the idle sweep last saw of a session: the last moment it was busy and the
+    warning standing, if any (login banners show it, also from another process)."""
+
+    __tablename__ = "session_idle"
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), primary_key=True)
+    busy_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    notice: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -192,3 +192,18 @@ def test_no_terminal_without_a_running_session(core: Sandman) -> None:
     sender = TerminalSender(core.db, core.runtime, 1)
     with pytest.raises(DeliveryError):
         sender.send(Notice("s", "t", "alice", "no-such-session"))
+
+
+def test_idle_warnings_are_not_written_twice_to_terminals(
+    core: Sandman, runtime: FakeRuntime, mail: MailReceiver
+) -> None:
+    """The idle sweep writes its warnings to the terminals itself; the notifier sends
+    them on the other channels only."""
+    session = core.sessions.create(SessionRequest("bea", gpu=GpuRequest(gpu_count=0))).session
+    core.notifications.set_user(
+        "bea", Channels(email="bea@example.org", terminal=True), actor="bea"
+    )
+    assert core.notifier.notify("bea", session.id, "Idle", "Reclaimed soon.", kind="idle")
+    assert core.notifier.flush()
+    assert len(mail.wait(1)) == 1
+    assert not [e for e in runtime.exec_log if e[1][:2] == ["sh", "-c"]]
