@@ -23,20 +23,18 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.runtime import FakeRuntime  # noqa: E402
 
-from sandman.api.app import create_app  # noqa: E402
+from inprocess import free_port, serve  # noqa: E402
 from sandman.config import Settings  # noqa: E402
 from sandman.core import Sandman  # noqa: E402
 from sandman.gpu.types import GpuRequest  # noqa: E402
@@ -52,29 +50,6 @@ def topology(directory: Path, gpus: int) -> Path:
     line = f"  - {{model: H100-SXM5-80GB, mig: static, instances: [{instances}]}}\n"
     path.write_text("gpus:\n" + line * gpus)
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def serve(core: Sandman, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(core, run_background=False), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not start")
-        time.sleep(0.05)
-    return server
 
 
 def build(directory: Path, gpus: int) -> tuple[Sandman, FakeRuntime]:

@@ -12,64 +12,18 @@ then (at the default 30 s, under 0.1%).
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import Harness
-from tests.integration.support import ssh, write_key
+from tests.integration.support import Terminal, ssh, write_key
 
 from sandman.image.build import image_is_current
 
 FAST = {"idle_check_interval": "1s"}
 KEEPALIVE_SOURCE = Path(__file__).parents[3] / "src/sandman/image/files/sandman-keepalive"
-
-
-class Terminal:
-    """``ssh -tt`` through the gateway, held open with nothing typed; its output is
-    collected by a thread."""
-
-    def __init__(self, session: dict[str, Any], key: Path) -> None:
-        known = key.with_suffix(".known")
-        known.write_text(f"[127.0.0.1]:{session['ssh_port']} {session['ssh_host_public_key']}\n")
-        self.process = subprocess.Popen(
-            ["ssh", "-tt", "-p", str(session["ssh_port"]), "-i", str(key), "-o", "BatchMode=yes",
-             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-             f"{session['user_id']}@127.0.0.1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self._chunks: list[bytes] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        while chunk := self.process.stdout.read1(4096):
-            self._chunks.append(chunk)
-
-    @property
-    def output(self) -> str:
-        return b"".join(self._chunks).decode(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            assert time.monotonic() < deadline, f"no {text!r} in {self.output!r}"
-            assert self.process.poll() is None, self.output
-            time.sleep(0.05)
-
-    def close(self) -> int:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self._reader.join(timeout=5)
-        return self.process.wait()
 
 
 def sweep_until(

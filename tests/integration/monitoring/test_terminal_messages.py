@@ -5,56 +5,16 @@ sequences taken out."""
 
 from __future__ import annotations
 
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from tests.integration.conftest import Harness
-from tests.integration.support import write_key
+from tests.integration.support import Terminal, write_key
 
 from sandman.observe.notify_channels import Channels
 from sandman.observe.terminal import write_to_terminals
 
 pytestmark = pytest.mark.integration
-
-
-class OpenTerminal:
-    """``ssh -tt`` held open, its output collected by a thread."""
-
-    def __init__(self, session: dict[str, object], key: Path) -> None:
-        known = key.with_suffix(".known")
-        known.write_text(f"[127.0.0.1]:{session['ssh_port']} {session['ssh_host_public_key']}\n")
-        self.process = subprocess.Popen(
-            ["ssh", "-tt", "-p", str(session["ssh_port"]), "-i", str(key), "-o", "BatchMode=yes",
-             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-             f"{session['user_id']}@127.0.0.1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.chunks: list[bytes] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        while chunk := self.process.stdout.read1(4096):
-            self.chunks.append(chunk)
-
-    @property
-    def output(self) -> str:
-        return b"".join(self.chunks).decode(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            assert time.monotonic() < deadline, f"no {text!r} in {self.output!r}"
-            assert self.process.poll() is None, self.output
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
 
 
 def test_a_notice_reaches_the_users_open_terminal(harness: Harness, tmp_path: Path) -> None:
@@ -69,7 +29,7 @@ def test_a_notice_reaches_the_users_open_terminal(harness: Harness, tmp_path: Pa
     container = row.container_id or row.container_name
     assert write_to_terminals(core.runtime, container, user, "s", "t") == 0  # none open yet
 
-    terminal = OpenTerminal(session, key)
+    terminal = Terminal(session, key)
     try:
         terminal.wait_for("tess@")  # the prompt: sshd has handed the user a terminal
         written = write_to_terminals(
