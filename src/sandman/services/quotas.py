@@ -46,12 +46,14 @@ def from_limits(limits: dict[str, Any]) -> Quota:
 
 
 def session_slices(row: SessionRow) -> float:
-    """What an active session counts: each GPU it holds, or its MIG instance."""
-    if not row.gpu_uuid:
+    """What a session counts: each GPU it holds, or its MIG instance. The grants are
+    on the row from its reservation (``gpu_parent_uuid``), before its container and
+    ``gpu_uuid`` exist."""
+    held = row.gpu_parent_uuid or row.gpu_uuid
+    if not held:
         return 0.0
-    count = len(row.gpu_uuid.split(","))
-    model = row.gpu_name
-    return sum(grant_slices(model, row.mig_profile) for _ in range(count))
+    count = len(held.split(","))
+    return sum(grant_slices(row.gpu_name, row.mig_profile) for _ in range(count))
 
 
 def month_start(now: datetime) -> datetime:
@@ -109,9 +111,12 @@ class Quotas:
             validate_name(name, kind.value)
 
     # -- what applies ----------------------------------------------------------------
-    def effective(self, db: Db, kind: ScopeKind, name: str) -> Quota:
-        own = db.get(QuotaRow, (kind.value, name))
-        defaults = db.get(QuotaRow, (kind.value, DEFAULTS))
+    def effective(self, db: Db, kind: ScopeKind, name: str, lock: bool = False) -> Quota:
+        """The quota that applies; with ``lock``, its rows stay locked until the
+        transaction ends, so reservations under one quota take turns (PostgreSQL;
+        SQLite's write transactions take turns anyway)."""
+        own = db.get(QuotaRow, (kind.value, name), with_for_update=lock)
+        defaults = db.get(QuotaRow, (kind.value, DEFAULTS), with_for_update=lock)
         quota = from_limits(own.limits) if own is not None else Quota()
         return quota.over(from_limits(defaults.limits) if defaults is not None else Quota())
 
@@ -152,20 +157,30 @@ class Quotas:
         return found
 
     def violations(
-        self, db: Db, user_id: str, team: str | None, project: str | None, ask: Ask
+        self,
+        db: Db,
+        user_id: str,
+        team: str | None,
+        project: str | None,
+        ask: Ask,
+        lock: bool = False,
     ) -> list[Violation]:
         now = utcnow()
         found: list[Violation] = []
         for kind, name, label in self.scopes(user_id, team, project):
-            quota = self.effective(db, kind, name)
+            quota = self.effective(db, kind, name, lock)
             if quota == Quota():
                 continue
             found += check(label, quota, self.usage(db, kind, name, now), ask)
         return found
 
     def admit(self, db: Db, user_id: str, team: str | None, project: str | None, ask: Ask) -> None:
-        """Refuse (403 ``quota_exceeded``) what any applicable quota does not allow."""
-        found = self.violations(db, user_id, team, project, ask)
+        """Refuse (403 ``quota_exceeded``) what any applicable quota does not allow.
+
+        Called inside the reservation: the quota rows are locked before the usage is
+        read, so two reservations under one quota cannot both pass it.
+        """
+        found = self.violations(db, user_id, team, project, ask, lock=True)
         if found:
             raise QuotaExceeded("; ".join(v.message for v in found))
 

@@ -72,14 +72,18 @@ def postgres_url() -> Iterator[str]:
 
 
 def _service(
-    url: str, tmp_path: Path, worker: str, runtime: FakeRuntime | None = None
+    url: str,
+    tmp_path: Path,
+    worker: str,
+    runtime: FakeRuntime | None = None,
+    topology: str = "a100-40gb-7x1g",
 ) -> SessionService:
     settings = Settings(database_url=url, data_dir=tmp_path, admin_token="t", stop_grace_period=0)
     db = Database(url)
     db.migrate()
     return SessionService(
         settings, db, runtime or FakeRuntime(publishes_ports=True),
-        make_inventory("simulated", topology="a100-40gb-7x1g"),
+        make_inventory("simulated", topology=topology),
         HostKeys(tmp_path), deployment_id="pg-test", worker_id=worker,
     )  # fmt: skip
 
@@ -177,3 +181,52 @@ def test_one_reconciler_at_a_time(postgres_url: str, tmp_path: Path) -> None:
     assert loser.run_once().skipped and not winner.run_once().skipped
     now[0] += timedelta(seconds=31)  # the winner stopped renewing: its lease runs out
     assert loser.holds_lease() and not winner.holds_lease()
+
+
+def test_two_processes_never_pass_one_quota_together(postgres_url: str, tmp_path: Path) -> None:
+    """A team may hold two slices; two processes reserve a 1g and a 2g (placed apart
+    on one GPU, so no claim collides) for two of its users at the same moment: the
+    quota row's lock makes them take turns, so one is refused."""
+    from sandman.errors import QuotaExceeded
+    from sandman.policy.quotas import Quota, ScopeKind
+    from sandman.services.quotas import Quotas, admission_check
+
+    # No ports and users made beforehand: nothing else (a port, a uid) collides, so
+    # only the quota's lock stands between the two.
+    services = [
+        _service(
+            postgres_url, tmp_path, f"q{i}", FakeRuntime(publishes_ports=False), "a100-40gb-x1"
+        )
+        for i in range(2)
+    ]
+    for i in range(2):
+        with services[0].db.transaction() as db:
+            services[0].ensure_user(db, f"qr{i}")
+    for service in services:
+        service.admission_checks.append(admission_check(Quotas(service.db)))
+    Quotas(services[0].db).put(ScopeKind.TEAM, "quota-race", Quota(max_slices=2))
+    barrier = threading.Barrier(2)
+
+    def reserve(i: int) -> str:
+        request = SessionRequest(
+            user_id=f"qr{i}",
+            gpu=GpuRequest(mig_profile=("1g.5gb", "2g.10gb")[i]),
+            team="quota-race",
+        )
+        barrier.wait()
+        try:
+            services[i]._reserve(
+                f"00000000-0000-0000-0001-{i:012d}", request.user_id, request, 60,
+                "sandman-workspace:latest", 1.0, "1g", [],
+            )  # fmt: skip
+        except QuotaExceeded as exc:
+            return exc.message
+        return "reserved"
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(reserve, range(2)))
+    assert results.count("reserved") == 1, results
+    [refusal] = [r for r in results if r != "reserved"]
+    assert "team quota-race: uses" in refusal and "of 2 slices" in refusal
+    for service in services:
+        service.db.dispose()
