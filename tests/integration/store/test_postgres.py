@@ -20,15 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from tests.fakes.runtime import FakeRuntime
 
 from sandman.config import Settings
 from sandman.domain import SessionStatus
-from sandman.errors import CapacityExhausted, SessionConflict
+from sandman.errors import CapacityExhausted, QuotaExceeded, SessionConflict
 from sandman.gpu.inventory import make_inventory
 from sandman.gpu.types import GpuRequest
+from sandman.policy.quotas import Quota, ScopeKind
 from sandman.services.host_keys import HostKeys
+from sandman.services.quotas import Quotas, admission_check
 from sandman.services.reconciler import Reconciler
 from sandman.services.requests import SessionRequest
 from sandman.services.sessions import SessionService
@@ -187,16 +189,17 @@ def test_two_processes_never_pass_one_quota_together(postgres_url: str, tmp_path
     """A team may hold two slices; two processes reserve a 1g and a 2g (placed apart
     on one GPU, so no claim collides) for two of its users at the same moment: the
     quota row's lock makes them take turns, so one is refused."""
-    from sandman.errors import QuotaExceeded
-    from sandman.policy.quotas import Quota, ScopeKind
-    from sandman.services.quotas import Quotas, admission_check
-
-    # No ports and users made beforehand: nothing else (a port, a uid) collides, so
-    # only the quota's lock stands between the two.
+    # A database of its own (the other tests' sessions hold the simulated GPU's
+    # slices), no ports, and users made beforehand: nothing else (a slice, a port,
+    # a uid) collides, so only the quota's lock stands between the two.
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS quota_race"))
+        connection.execute(text("CREATE DATABASE quota_race"))
+    admin.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/quota_race"
     services = [
-        _service(
-            postgres_url, tmp_path, f"q{i}", FakeRuntime(publishes_ports=False), "a100-40gb-x1"
-        )
+        _service(url, tmp_path, f"q{i}", FakeRuntime(publishes_ports=False), "a100-40gb-x1")
         for i in range(2)
     ]
     for i in range(2):
