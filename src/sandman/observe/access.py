@@ -4,8 +4,9 @@ The text names users, teams and sessions, so it is not public. A scraper on this
 host (Prometheus beside Sandman, a client on loopback) needs nothing; any other
 needs ``Authorization: Bearer <SANDMAN_METRICS_TOKEN>``, compared in constant
 time. Without a configured token, only loopback is served. Behind a reverse
-proxy on the same host every client looks like loopback: do not route
-``/metrics`` through such a proxy.
+proxy on the same host every client looks like loopback, so a request that a
+proxy forwarded (it carries ``Forwarded``, ``X-Forwarded-For`` or ``X-Real-IP``)
+is never taken for a local one: it needs the token too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 
 from sandman.errors import Forbidden, Unauthorized
 
-__all__ = ["check_metrics_access", "is_loopback"]
+__all__ = ["PROXY_HEADERS", "check_metrics_access", "is_loopback"]
 
 
 def is_loopback(host: str | None) -> bool:
@@ -31,10 +32,16 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
-def check_metrics_access(client_host: str | None, authorization: str, token: str | None) -> None:
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def check_metrics_access(
+    client_host: str | None, authorization: str, token: str | None, forwarded: bool = False
+) -> None:
     """Return when the client may read ``/metrics``; else ``Unauthorized`` (no or a
-    wrong token) or ``Forbidden`` (no token is configured for non-loopback clients)."""
-    if is_loopback(client_host):
+    wrong token) or ``Forbidden`` (no token is configured for non-loopback clients).
+    ``forwarded``: the request came through a proxy, whatever address it came from."""
+    if is_loopback(client_host) and not forwarded:
         return
     if token is None:
         raise Forbidden(

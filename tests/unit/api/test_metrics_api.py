@@ -56,6 +56,12 @@ def test_loopback_scrapes_without_a_token(core: Sandman) -> None:
     assert _series(answer.text, "DCGM_FI_PROF_GR_ENGINE_ACTIVE")  # the simulated GPUs
 
 
+def test_a_scrape_through_a_local_proxy_is_not_local(core: Sandman) -> None:
+    with _client(core, LOOPBACK) as api:
+        proxied = api.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status_code == 403 and "SANDMAN_METRICS_TOKEN" in proxied.json()["error"]
+
+
 def test_other_clients_need_the_metrics_token(tmp_path: Path) -> None:
     without = fake_core(tmp_path / "a", FakeRuntime())
     with _client(without, ELSEWHERE) as api:

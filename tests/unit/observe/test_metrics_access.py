@@ -35,3 +35,12 @@ def test_others_need_the_right_bearer_token(header: str) -> None:
 def test_the_right_token_lets_others_in() -> None:
     check_metrics_access("10.0.0.5", "Bearer secret", "secret")
     check_metrics_access("10.0.0.5", "bearer secret", "secret")
+
+
+def test_a_request_a_proxy_forwarded_is_not_local() -> None:
+    """A reverse proxy on this host makes every client look like loopback."""
+    with pytest.raises(Forbidden):
+        check_metrics_access("127.0.0.1", "", None, forwarded=True)
+    with pytest.raises(Unauthorized):
+        check_metrics_access("127.0.0.1", "", "secret", forwarded=True)
+    check_metrics_access("127.0.0.1", "Bearer secret", "secret", forwarded=True)

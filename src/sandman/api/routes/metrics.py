@@ -21,7 +21,7 @@ from sandman.api.routes.deps import sandman
 from sandman.api.schemas import UtcTime
 from sandman.core import Sandman
 from sandman.errors import NotFound
-from sandman.observe.access import check_metrics_access
+from sandman.observe.access import PROXY_HEADERS, check_metrics_access
 from sandman.observe.history import Point, window
 from sandman.observe.registry import CONTENT_TYPE
 from sandman.store.models import utcnow
@@ -129,7 +129,10 @@ def gpu_metrics(
 async def scrape(request: Request, app: App) -> Response:
     """Prometheus' text format: the latest measurements and the service's counters."""
     client = request.client.host if request.client is not None else None
-    check_metrics_access(client, request.headers.get("authorization", ""), app.metrics.token)
+    forwarded = any(name in request.headers for name in PROXY_HEADERS)
+    check_metrics_access(
+        client, request.headers.get("authorization", ""), app.metrics.token, forwarded
+    )
     gateway = app.gateway.state() if app.gateway is not None and app.gateway.listening else None
     body = await run_in_threadpool(app.metrics.registry.render, app.collector.latest(), gateway)
     return Response(body, media_type=CONTENT_TYPE)
