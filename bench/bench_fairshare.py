@@ -39,8 +39,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandman.gpu.catalogue import resolve_model
-from sandman.gpu.types import Claim, GpuDevice, GpuRequest, MigMode
+from tests.unit.gpu.gpu_helpers import device
+
+from sandman.gpu.types import Claim, GpuDevice, GpuRequest
 from sandman.policy.preemption import Running, choose_victims
 from sandman.policy.queue import (
     Holding,
@@ -88,23 +89,8 @@ class Job:
 
 
 def devices(count: int) -> list[GpuDevice]:
-    model = resolve_model("A100-40GB")
-    return [
-        GpuDevice(
-            index=i,
-            uuid=f"GPU-{i:08x}-0000-0000-0000-000000000000",
-            name=model.display_name,
-            model=model.key,
-            memory_total_mb=model.memory_mib,
-            memory_used_mb=0,
-            utilization_percent=0,
-            temperature_c=30,
-            power_usage_w=50.0,
-            power_limit_w=model.power_limit_w,
-            mig_mode=MigMode.DYNAMIC,
-        )
-        for i in range(count)
-    ]
+    """``count`` A100-40GB whose MIG instances are made on demand."""
+    return [device(i, "A100-40GB") for i in range(count)]
 
 
 def pick(rng: random.Random, weighted: list[tuple[Any, float]]) -> Any:

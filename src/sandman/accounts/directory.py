@@ -135,14 +135,6 @@ class Directory:
             token_name=token_name,
         )
 
-    def touch(self, user_id: str, seen: datetime | None) -> None:
-        """Record that the user was seen, at most once a minute (no write per request)."""
-        now = utcnow()
-        if seen is not None and now - seen < SEEN_EVERY:
-            return
-        with self.db.transaction() as db:
-            db.execute(update(User).where(User.user_id == user_id).values(last_seen_at=now))
-
     # -- changes -------------------------------------------------------------------
     def create(self, user_id: str, changes: UserChanges) -> UserView:
         validate_user_id(user_id)

@@ -78,8 +78,9 @@ class _Cached:
     name: str
     caller: Caller
     expires_at: datetime | None
-    used_at: datetime  # when last_used_at was last written (tokens)
+    used_at: datetime  # when this process last recorded a use
     epoch: str
+    is_token: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,18 +175,23 @@ class Credentials:
             cached = self._load_token(key, seen_epoch)
         if cached.expires_at is not None and cached.expires_at <= now:
             raise Unauthorized(f"token {cached.name} has expired")
-        if now - cached.used_at >= SEEN_EVERY:
-            cached.used_at = now
-            with self.db.transaction() as db:
+        self._note_use(cached, now)
+        return cached.caller
+
+    def _note_use(self, cached: _Cached, now: datetime) -> None:
+        """``last_seen_at`` (and a token's ``last_used_at``), at most once a minute per
+        credential in this process: no write per request."""
+        if now - cached.used_at < SEEN_EVERY:
+            return
+        cached.used_at = now
+        with self.db.transaction() as db:
+            if cached.is_token:
                 db.execute(
                     update(ApiToken).where(ApiToken.id == cached.id).values(last_used_at=now)
                 )
-                db.execute(
-                    update(User)
-                    .where(User.user_id == cached.caller.user_id)
-                    .values(last_seen_at=now)
-                )
-        return cached.caller
+            db.execute(
+                update(User).where(User.user_id == cached.caller.user_id).values(last_seen_at=now)
+            )
 
     def _load_token(self, key: str, seen_epoch: str) -> _Cached:
         with self.db.read() as db:
@@ -242,10 +248,13 @@ class Credentials:
                 if user is None or user.status != "active":
                     raise Unauthorized(f"user {row.user_id} is disabled")
                 caller = self.directory.caller(db, user, frozenset(Scope), "cookie")
-                cached = _Cached(row.csrf_token, "login", caller, row.expires_at, now, seen_epoch)
+                cached = _Cached(
+                    row.csrf_token, "login", caller, row.expires_at, NEVER, seen_epoch, False
+                )
             self._remember(key, cached)
         if cached.expires_at is not None and cached.expires_at <= now:
             raise Unauthorized("your login has expired; log in again at /auth/login")
+        self._note_use(cached, now)
         return cached.caller, cached.id
 
     def end_login(self, secret: str) -> None:

@@ -114,3 +114,14 @@ def test_a_role_change_reaches_a_cached_caller(core: Sandman) -> None:
     assert core.credentials.check_token(secret).role == Role.USER
     core.accounts.directory.update("alice", UserChanges(role=Role.OPERATOR))
     assert core.credentials.check_token(secret).role == Role.OPERATOR
+
+
+def test_a_login_records_when_its_user_was_last_seen(core: Sandman) -> None:
+    core.accounts.directory.create("alice", UserChanges())
+    login = core.credentials.create_login("alice")
+    assert core.accounts.directory.get("alice").last_seen_at is None
+    core.credentials.check_login(login.secret)
+    seen = core.accounts.directory.get("alice").last_seen_at
+    assert seen is not None
+    core.credentials.check_login(login.secret)  # within the minute: no second write
+    assert core.accounts.directory.get("alice").last_seen_at == seen
