@@ -164,6 +164,9 @@ class Sandman:
         self.creator = CreationPool(self.sessions, settings.create_workers, settings.create_wait)
         self.quotas = Quotas(self.db)
         self.sessions.admission_checks.append(admission_check(self.quotas))
+        self.sessions.extension_checks.append(
+            lambda row, ttl: self.quotas.check_ttl(row.user_id, row.team, row.project, ttl)
+        )
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sandman.accounts.audit import AuditLog
 from sandman.accounts.directory import Directory
-from sandman.accounts.policy import Action, Caller, Target, decide
+from sandman.accounts.policy import Action, Caller, decide
 from sandman.accounts.teams import Charge, Teams
 from sandman.accounts.tokens import Credentials
 from sandman.domain import SessionStatus
@@ -53,6 +53,3 @@ class Accounts:
                 raise NotFound(f"no user {user_id!r}")
             self.directory.ensure(db, user_id)
         return self.teams.charge(caller, user_id, team, project)
-
-    def session_target(self, user_id: str, team: str | None) -> Target:
-        return Target(owner=user_id, team=team)

@@ -56,13 +56,6 @@ def ensure_team(db: Db, name: str) -> Team:
     return team
 
 
-def project_row(db: Db, name: str) -> Project:
-    project = db.get(Project, validate_name(name, "project"))
-    if project is None:
-        raise InvalidRequest(f"no project {name!r}")
-    return project
-
-
 def _team_view(db: Db, team: Team) -> TeamView:
     return TeamView(
         name=team.name,

@@ -41,11 +41,7 @@ def request_id_of(scope: Scope) -> str:
 
 
 def result_of(status: int) -> str:
-    if status < 400:
-        return "ok"
-    if status in (401, 403, 404, 405, 409) or status < 500:
-        return "refused"
-    return "failed"
+    return "ok" if status < 400 else "refused" if status < 500 else "failed"
 
 
 class RequestContext:

@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from sandman.cli.client import _call, err, out
+from sandman.cli.client import _call, err, given, out
 
 users_app = typer.Typer(help="Users: create, change, disable, import.", no_args_is_help=True)
 teams_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
@@ -45,10 +45,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _fields(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
 USER_COLUMNS = ["user_id", "role", "status", "display_name", "email", "teams", "last_seen_at"]
 
 
@@ -57,7 +53,7 @@ def users_list(
     status: Annotated[str | None, typer.Option(help="active or disabled")] = None,
     as_json: Json = False,
 ) -> None:
-    _show(_call("GET", "/users", params=_fields(status=status)), USER_COLUMNS, as_json)
+    _show(_call("GET", "/users", params=given(status=status)), USER_COLUMNS, as_json)
 
 
 @users_app.command("show")
@@ -74,7 +70,7 @@ def users_create(
     team: Annotated[str | None, typer.Option(help="Default team (joins it)")] = None,
     as_json: Json = False,
 ) -> None:
-    body = _fields(
+    body = given(
         user_id=user_id, display_name=display_name, email=email, role=role, default_team=team
     )
     _show([_call("POST", "/users", json=body)], USER_COLUMNS, as_json)
@@ -91,7 +87,7 @@ def users_update(
     default_project: Annotated[str | None, typer.Option()] = None,
     as_json: Json = False,
 ) -> None:
-    body = _fields(
+    body = given(
         display_name=display_name,
         email=email,
         role=role,
@@ -162,7 +158,7 @@ def teams_show(name: str) -> None:
 @teams_app.command("create")
 def teams_create(name: str, description: Annotated[str | None, typer.Option()] = None) -> None:
     _show(
-        [_call("POST", "/teams", json=_fields(name=name, description=description))],
+        [_call("POST", "/teams", json=given(name=name, description=description))],
         TEAM_COLUMNS,
         False,
     )
@@ -198,7 +194,7 @@ PROJECT_COLUMNS = ["name", "team", "description", "created_at"]
 def projects_list(
     team: Annotated[str | None, typer.Option()] = None, as_json: Json = False
 ) -> None:
-    _show(_call("GET", "/projects", params=_fields(team=team)), PROJECT_COLUMNS, as_json)
+    _show(_call("GET", "/projects", params=given(team=team)), PROJECT_COLUMNS, as_json)
 
 
 @projects_app.command("create")
@@ -207,7 +203,7 @@ def projects_create(
     team: Annotated[str, typer.Option(help="The team it belongs to")],
     description: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    body = _fields(name=name, team=team, description=description)
+    body = given(name=name, team=team, description=description)
     _show([_call("POST", "/projects", json=body)], PROJECT_COLUMNS, False)
 
 
@@ -224,7 +220,7 @@ def tokens_list(
     user_id: Annotated[str | None, typer.Option("--user", help="Whose (admins); * for all")] = None,
     as_json: Json = False,
 ) -> None:
-    rows = _call("GET", "/tokens", params=_fields(user_id=user_id))
+    rows = _call("GET", "/tokens", params=given(user_id=user_id))
     for row in rows:
         if row.get("revoked_at"):
             row["expires_at"] = f"revoked {row['revoked_at']}"
@@ -241,7 +237,7 @@ def tokens_create(
     user_id: Annotated[str | None, typer.Option("--user", help="For another user (admins)")] = None,
 ) -> None:
     """Mint a token; the secret is printed this once."""
-    body = _fields(name=name, expires_in_days=days, scopes=scope, user_id=user_id)
+    body = given(name=name, expires_in_days=days, scopes=scope, user_id=user_id)
     created = _call("POST", "/tokens", json=body)
     err.print(f"token {created['name']} ({created['id']}) for {created['user_id']}; shown once:")
     out.print(created["token"])
@@ -266,9 +262,7 @@ def audit_list(
     limit: Annotated[int, typer.Option()] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
 ) -> None:
-    params = _fields(
-        actor=actor, action=action, target=target, since=since, until=until, limit=limit
-    )
+    params = given(actor=actor, action=action, target=target, since=since, until=until, limit=limit)
     rows = _call("GET", "/audit", params=params)
     if as_json:
         for row in rows:

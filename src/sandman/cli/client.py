@@ -19,6 +19,11 @@ out = Console()
 err = Console(stderr=True)
 
 
+def given(**values: Any) -> dict[str, Any]:
+    """Only the values actually given (not None), so defaults fill the rest."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def _client() -> httpx.Client:
     url = os.environ.get("SANDMAN_URL", "http://127.0.0.1:8080")
     token = os.environ.get("SANDMAN_ADMIN_TOKEN") or os.environ.get("SANDMAN_TOKEN")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
-from sandman.cli.client import gpus_command, session_app
+from sandman.cli.client import given, gpus_command, session_app
 from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
 from sandman.cli.quotas import quotas_app
@@ -41,14 +41,9 @@ app.command("logout")(logout_command)
 console = Console(stderr=True)
 
 
-def _given(**flags: Any) -> dict[str, Any]:
-    """Only the flags the admin actually gave, so env vars fill the rest."""
-    return {name: value for name, value in flags.items() if value is not None}
-
-
 def _settings(**flags: Any) -> Settings:
     try:
-        return Settings(**_given(**flags))
+        return Settings(**given(**flags))
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from sandman.domain import SessionStatus
 from sandman.errors import SandmanError
@@ -289,14 +289,9 @@ class IdleReclaim:
 
     # ------------------------------------------------------------ around it
     def touch(self, session_id: str) -> None:
-        """Count activity now that Sandman sees outside the session (a web app of it
-        used through the portal's proxy, say): its ``last_activity`` moves to now."""
-        with self.sessions.db.transaction() as db:
-            db.execute(
-                update(SessionRow)
-                .where(SessionRow.id == session_id, SessionRow.status == SessionStatus.RUNNING)
-                .values(last_activity=self.sessions.clock())
-            )
+        """Count activity Sandman sees outside the session (a web app of it used
+        through the portal's proxy, say)."""
+        self.sessions.touch(session_id)
 
     def banner(self, session_id: str) -> str:
         """Lines for a login banner: the session's idle timeout and any warning standing."""

@@ -3,7 +3,6 @@ winning, and a check that names the quota and the numbers when it refuses."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 
@@ -140,7 +139,3 @@ def check(scope: str, quota: Quota, usage: Usage, ask: Ask) -> list[Violation]:
             listed = ", ".join(sorted(allowed)) or "none"
             add(name, f"allows {listed}, not {value} ({name})")
     return found
-
-
-def check_all(checks: Iterable[tuple[str, Quota, Usage]], ask: Ask) -> list[Violation]:
-    return [v for scope, quota, usage in checks for v in check(scope, quota, usage, ask)]

@@ -174,7 +174,4 @@ class DatabaseRouteSource:
         return verify_password(password, stored)
 
     def touch(self, session_id: str) -> None:
-        with self.sessions.db.transaction() as db:
-            row = db.get(SessionRow, session_id)
-            if row is not None and row.status == SessionStatus.RUNNING:
-                row.last_activity = self.sessions.clock()
+        self.sessions.touch(session_id)

@@ -15,7 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as Db
 
 from sandman.domain import ACTIVE_STATUSES, validate_name, validate_user_id
-from sandman.errors import InvalidRequest, NotFound, QuotaExceeded
+from sandman.errors import NotFound, QuotaExceeded
 from sandman.policy.quotas import Ask, Quota, ScopeKind, Usage, Violation, check
 from sandman.policy.units import gpu_hours, grant_slices
 from sandman.store.database import Database
@@ -215,13 +215,6 @@ class Quotas:
                     }
                 )
         return out
-
-
-def parse_kind(kind: str) -> ScopeKind:
-    try:
-        return ScopeKind(kind)
-    except ValueError:
-        raise InvalidRequest(f"quota kind {kind!r}: use user, team or project") from None
 
 
 def admission_check(quotas: Quotas) -> Any:

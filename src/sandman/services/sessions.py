@@ -22,7 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as Db
 
@@ -124,6 +124,7 @@ class SessionService(SessionEnding):
         # Run inside the reservation's transaction, after placement: a refusal here
         # (quotas) rolls the whole reservation back.
         self.admission_checks: list[AdmissionCheck] = []
+        self.extension_checks: list[Callable[[SessionRow, int], None]] = []
         # The gateway's identity: trusted through certificates of these CAs when set,
         # else authorized in the containers itself.
         self.gateway_key: str | None = None
@@ -389,13 +390,26 @@ class SessionService(SessionEnding):
         return keys
 
     # ------------------------------------------------------------- lifecycle
+    def touch(self, session_id: str) -> None:
+        """Activity Sandman sees from outside the session (channel data through the
+        gateway, a web app through the portal's proxy): ``last_activity`` moves to now."""
+        with self.db.transaction() as db:
+            db.execute(
+                update(SessionRow)
+                .where(SessionRow.id == session_id, SessionRow.status == SessionStatus.RUNNING)
+                .values(last_activity=self.clock())
+            )
+
     def extend(self, session_id: str, ttl_minutes: int) -> SessionRow:
-        """A new TTL from now; asking for one is also activity (idle reclaim)."""
+        """A new TTL from now; asking for one is also activity (idle reclaim). Every
+        ``extension_checks`` (quotas' ``max_ttl_minutes``) must allow it."""
         ttl = checked_ttl(self.settings, ttl_minutes)
         with self.db.transaction() as db:
             row = db.get(SessionRow, session_id)
             if row is None:
                 raise NotFound(f"no session {session_id!r}")
+            for check in self.extension_checks:
+                check(row, ttl)
             if not transition(
                 db,
                 session_id,

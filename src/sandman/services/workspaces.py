@@ -92,7 +92,8 @@ class WorkspaceService:
             if db.get(User, user_id) is None:
                 raise NotFound(f"no user {user_id!r}")
             own = db.get(WorkspaceQuota, user_id)
-            configured = configured_quota(db, user_id, self.settings.workspace_quota)
+            default = self.settings.workspace_quota
+            configured = None if default is None else (own.quota_bytes if own else default)
         return view(user_id, configured, own is not None, self.runtime.workspace_usage(user_id))
 
     def summaries(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import httpx
 import pytest
+from tests.integration.monitoring import stack
 from tests.integration.support import Server, free_port, ssh, write_key
 
 PROMETHEUS = shutil.which("prometheus")
@@ -50,28 +51,19 @@ class Prometheus:
             f"      - targets: ['{target}']\n"
         )
         assert PROMETHEUS is not None
-        self.log = open(directory / "prometheus.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.service = stack.start(
+            "prometheus",
             [
                 PROMETHEUS, f"--config.file={config}",
                 f"--storage.tsdb.path={directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
             ],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            self.url,
+            directory,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.logs()
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"Prometheus did not start:\n{self.logs()}")
 
     def logs(self) -> str:
-        return (self.directory / "prometheus.log").read_text(errors="replace")[-3000:]
+        return self.service.log.read_text(errors="replace")[-3000:]
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         answer = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
@@ -94,14 +86,7 @@ class Prometheus:
         raise AssertionError(f"{expr} never held; last answer {found}\n{self.logs()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        self.service.stop()
 
 
 @pytest.fixture

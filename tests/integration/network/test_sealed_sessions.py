@@ -142,8 +142,10 @@ def test_a_session_reaches_no_address_of_the_host(
     sealed = start(sandman(), "hostsealed")
     control = start(sandman(seal_network=False), "hostopen")
     everywhere = sorted({sealed.gateway(), *host_addresses(4)})
+    before = listener.accepted
     results = sealed.probe(listener.targets(everywhere))
     assert all_closed(results), results
+    assert listener.accepted == before  # not one probe reached the listener
     assert all_open(control.probe(listener.targets([control.gateway(), *host_addresses(4)])))
     assert all_open(probe_here(listener.targets(["127.0.0.1", *host_addresses(4)])))
 

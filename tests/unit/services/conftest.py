@@ -137,18 +137,25 @@ def clock() -> Clock:
     return Clock()
 
 
+def base_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """The services tests' settings, with ``overrides`` (parsed as settings are)."""
+    values: dict[str, object] = {
+        "data_dir": tmp_path,
+        "admin_token": "t",
+        "ssh_mode": "direct",
+        "start_timeout": 2,
+        "stop_grace_period": 0,
+        "reconcile_grace": 0,
+        "ssh_port_start": 41000,
+        "ssh_port_end": 41999,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        admin_token="t",
-        ssh_mode="direct",
-        start_timeout=2,
-        stop_grace_period=0,
-        reconcile_grace=0,
-        ssh_port_start=41000,
-        ssh_port_end=41999,
-    )
+    return base_settings(tmp_path)
 
 
 @pytest.fixture

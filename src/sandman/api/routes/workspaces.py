@@ -6,13 +6,13 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from sandman.accounts.policy import Action, Target, require
 from sandman.api.auth import Who
 from sandman.api.openapi import errors
 from sandman.api.routes.deps import sandman
-from sandman.api.schemas import UserIdPath, WorkspaceQuotaOut
+from sandman.api.schemas import UserIdPath, WholeNumber, WorkspaceQuotaOut
 from sandman.core import Sandman
 from sandman.domain import MAX_WORKSPACE_QUOTA, MIN_WORKSPACE_QUOTA
 
@@ -20,18 +20,9 @@ router = APIRouter(tags=["users"])
 App = Annotated[Sandman, Depends(sandman)]
 
 
-def _whole_number(value: Any) -> Any:
-    """A JSON number without a fraction (``5e9`` too, as JSON Schema's integer); no strings."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be a whole number of bytes")
-    return value
-
-
 class WorkspaceQuotaBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    quota_bytes: Annotated[int, BeforeValidator(_whole_number)] = Field(
+    quota_bytes: WholeNumber = Field(
         ge=MIN_WORKSPACE_QUOTA,
         le=MAX_WORKSPACE_QUOTA,
         description="What the workspace may hold, in bytes (64 MiB to 16 TiB).",

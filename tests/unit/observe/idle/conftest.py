@@ -135,18 +135,7 @@ class Told:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        admin_token="t",
-        ssh_mode="direct",
-        start_timeout=2,
-        stop_grace_period=0,
-        reconcile_grace=0,
-        ssh_port_start=41000,
-        ssh_port_end=41999,
-        idle_timeout="60m",
-        idle_warnings="15m,2m",
-    )
+    return services.base_settings(tmp_path, idle_timeout="60m", idle_warnings="15m,2m")
 
 
 @pytest.fixture
