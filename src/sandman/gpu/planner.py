@@ -15,6 +15,12 @@ GPU before and after. It takes the candidate whose loss is smallest
 lexicographically (losing a future ``7g`` is worse than losing any number of
 ``1g``s), then the fullest GPU (best fit), then the lowest GPU index and start,
 so the choice is deterministic.
+
+Shared GPUs (time-slicing or MPS, never MIG) are handed out in replicas: a
+``shared`` request takes a free replica on the fullest shared GPU that still has
+one, so empty GPUs stay whole for whole-GPU requests; a shared GPU with any
+replica held is never given whole, and a whole grant of a shared GPU holds every
+replica's unit.
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ from sandman.gpu.catalogue import (
     nominal_gb,
     slot_mask,
 )
-from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuRequest, MigInstance, MigMode
+from sandman.gpu.sharing import share_note, sharing_summary
+from sandman.gpu.types import (
+    Allocation,
+    Claim,
+    GpuDevice,
+    GpuRequest,
+    GpuSharing,
+    MigInstance,
+    MigMode,
+)
 
 __all__ = [
     "best_start",
@@ -43,6 +58,8 @@ __all__ = [
     "free_summary",
     "plan",
 ]
+
+REPLICA_UNIT = "replica:"  # claim unit of one replica of a shared GPU: replica:<k>
 
 
 @dataclass
@@ -57,6 +74,8 @@ class _Gpu:
     free_instances: list[MigInstance] = field(default_factory=list)  # static GPUs only
     whole_free: bool = False  # disabled GPUs only
     claimed: set[str] = field(default_factory=set)  # instance UUIDs a claim holds
+    whole_held: bool = False  # a grant holds the whole GPU (disabled GPUs only)
+    replicas_held: set[int] = field(default_factory=set)  # shared GPUs' replicas held
 
     @property
     def mode(self) -> MigMode:
@@ -65,6 +84,17 @@ class _Gpu:
     @property
     def label(self) -> str:
         return self.device.uuid[:12]
+
+    @property
+    def sharing(self) -> GpuSharing | None:
+        return self.device.sharing if self.mode is MigMode.DISABLED else None
+
+    @property
+    def free_replicas(self) -> list[int]:
+        """Replicas a ``shared`` request could take now (none while held whole)."""
+        if self.sharing is None or self.whole_held:
+            return []
+        return [k for k in range(self.sharing.replicas) if k not in self.replicas_held]
 
     @property
     def free_slices(self) -> int:
@@ -92,6 +122,8 @@ def _build(devices: Sequence[GpuDevice], claims: Sequence[Claim]) -> list[_Gpu]:
         g = _Gpu(dev, find_model(dev.model))
         if dev.mig_mode is MigMode.DISABLED:
             g.whole_free = not mine
+            g.whole_held = any(c.replica is None for c in mine)
+            g.replicas_held = {c.replica for c in mine if c.replica is not None}
             gpus.append(g)
             continue
         for inst in dev.instances:
@@ -229,12 +261,15 @@ def plan(
         request.mig_instance_uuid,
         request.gpu_count,
         request.gpu_memory_gb,
+        True if request.shared else None,
     ]
     if sum(f is not None for f in fields) > 1:
         raise InvalidRequest(
-            "set at most one of mig_profile, mig_instance_uuid, gpu_count, gpu_memory_gb"
+            "set at most one of mig_profile, mig_instance_uuid, gpu_count, gpu_memory_gb, shared"
         )
     gpus = _build(devices, claims)
+    if request.shared:
+        return [_plan_shared(gpus)]
     if request.mig_instance_uuid is not None:
         return [_plan_instance(request.mig_instance_uuid, gpus)]
     if request.gpu_count is not None:
@@ -289,6 +324,50 @@ def _whole(g: _Gpu, *, fallback: bool = False, note: str | None = None) -> Alloc
         memory_mb=g.device.memory_total_mb,
         fallback=fallback,
         notes=(note,) if note else (),
+        sharing=g.sharing,
+    )
+
+
+def _unshared_first(g: _Gpu) -> tuple[bool, int]:
+    """Whole grants take unshared GPUs first, keeping shared ones for shared requests."""
+    return (g.sharing is not None, g.device.index)
+
+
+def _plan_shared(gpus: list[_Gpu]) -> Allocation:
+    shared = [g for g in gpus if g.sharing is not None]
+    if not shared:
+        raise InvalidRequest(
+            "no GPU on this machine is shared (time-slicing or MPS); ask for a MIG profile "
+            "or a whole GPU instead"
+        )
+    # The fullest shared GPU with a replica free: partly used GPUs fill up first, and
+    # of empty ones the one with most replicas, so the fewest GPUs stop being whole.
+    open_ = [(g, g.sharing) for g in shared if g.sharing is not None and g.free_replicas]
+    if not open_:
+        raise CapacityExhausted(
+            f"every replica of the shared GPUs is held: free now: {_describe_free(gpus)}"
+        )
+    g, sharing = min(
+        open_,
+        key=lambda x: (
+            len(x[0].free_replicas) / x[1].replicas,
+            -x[1].replicas,
+            x[0].device.index,
+        ),
+    )
+    replica = g.free_replicas[0]
+    total = g.device.memory_total_mb
+    memory = total // sharing.replicas if sharing.mode == "mps" else total
+    return Allocation(
+        gpu_uuid=g.device.uuid,
+        kind="gpu_share",
+        profile=None,
+        start=replica,
+        size=1,
+        memory_mb=memory,
+        notes=(share_note(sharing, memory),),
+        replica=replica,
+        sharing=sharing,
     )
 
 
@@ -297,7 +376,9 @@ def _plan_whole(count: int, gpus: list[_Gpu]) -> list[Allocation]:
         raise InvalidRequest(f"gpu_count must be 0 or more, not {count}")
     if count == 0:
         return []
-    free = [g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free]
+    free = sorted(
+        (g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free), key=_unshared_first
+    )
     if len(free) < count:
         whole_total = sum(1 for g in gpus if g.mode is MigMode.DISABLED)
         if whole_total < count:
@@ -364,7 +445,7 @@ def _plan_profile(name: str, gpus: list[_Gpu], allow_fallback: bool) -> Allocati
         whole = [g for g in gpus if g.mode is MigMode.DISABLED and _gpu_gb(g) >= need_gb]
         free = [g for g in whole if g.whole_free]
         if free:
-            g = min(free, key=lambda x: (x.device.memory_total_mb, x.device.index))
+            g = min(free, key=lambda x: (x.device.memory_total_mb, *_unshared_first(x)))
             model = g.model.display_name if g.model else g.device.name
             note = f"no free {name} MIG instance; a whole {model} is given instead"
             return _whole(g, fallback=True, note=note)
@@ -393,7 +474,9 @@ def _plan_memory(gb: float, gpus: list[_Gpu]) -> Allocation:
         if mig is not None:
             break
     whole = [g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free and _gpu_gb(g) >= gb]
-    best_whole = min(whole, key=lambda g: (g.device.memory_total_mb, g.device.index), default=None)
+    best_whole = min(
+        whole, key=lambda g: (g.device.memory_total_mb, *_unshared_first(g)), default=None
+    )
     if mig is not None and (
         best_whole is None or mig.memory_mb <= best_whole.device.memory_total_mb
     ):
@@ -422,6 +505,10 @@ def _describe_free(gpus: list[_Gpu]) -> str:
     whole: Counter[str] = Counter()
     for g in gpus:
         if g.mode is MigMode.DISABLED:
+            if g.sharing is not None and g.replicas_held and g.free_replicas:
+                parts.append(
+                    f"{len(g.free_replicas)} of {g.sharing.replicas} shared replicas on {g.label}"
+                )
             if g.whole_free:
                 whole[g.model.display_name if g.model else g.device.name] += 1
         elif g.mode is MigMode.STATIC:
@@ -453,6 +540,8 @@ def free_summary(devices: Sequence[GpuDevice], claims: Sequence[Claim]) -> dict[
         }
         if g.mode is MigMode.DISABLED:
             entry["whole_free"] = g.whole_free
+            if g.sharing is not None:
+                entry["sharing"] = sharing_summary(g.sharing, len(g.replicas_held))
         else:
             total = g.model.memory_slices if g.model else 0
             entry["memory_slices_total"] = total
@@ -471,10 +560,15 @@ def claim_units(allocation: Allocation) -> list[str]:
 
     A unique (gpu_uuid, unit) constraint over these makes overlapping grants
     impossible even if two planners race: ``slot:<i>`` per memory slice of a MIG
-    grant, ``media`` for a ``+me`` profile (one per GPU), ``gpu`` for a whole GPU.
+    grant, ``media`` for a ``+me`` profile (one per GPU), ``gpu`` for a whole GPU,
+    ``replica:<k>`` for a replica of a shared GPU (a whole grant of a shared GPU
+    holds them all, so it excludes every replica and they exclude it).
     """
     if allocation.kind == "whole_gpu":
-        return ["gpu"]
+        shared = allocation.sharing.replicas if allocation.sharing else 0
+        return ["gpu", *(f"{REPLICA_UNIT}{k}" for k in range(shared))]
+    if allocation.kind == "gpu_share":
+        return [f"{REPLICA_UNIT}{allocation.replica}"]
     units = [f"slot:{i}" for i in range(allocation.start, allocation.start + allocation.size)]
     if allocation.profile is not None and allocation.profile.endswith("+me"):
         units.append("media")
@@ -489,4 +583,5 @@ def claim_for(allocation: Allocation, instance_uuid: str | None = None) -> Claim
         size=allocation.size,
         profile=allocation.profile,
         instance_uuid=instance_uuid or allocation.instance_uuid,
+        replica=allocation.replica,
     )

@@ -8,9 +8,15 @@ format is deliberately small::
       - model: A100-SXM4-40GB     # any name resolve_model() accepts
         mig: static               # static | dynamic | disabled
         instances: [3g.20gb@4, 1g.5gb]   # optional; "@start" pins a placement
+      - model: L4
+        sharing: {mode: time-slicing, replicas: 4}   # or "mps:4"; GPUs without MIG only
 
 Instances without ``@start`` are placed the way the planner would place them,
 so a preset never encodes a layout that blocks later requests.
+
+GPU sharing is a per-GPU setting: here in the topology, and for NVML GPUs in
+``SANDMAN_GPU_SHARING`` (``parse_sharing_setting``), in the same ``mode:replicas``
+words.
 """
 
 from __future__ import annotations
@@ -24,9 +30,18 @@ import yaml
 from sandman.errors import ConfigurationError, InvalidLayout
 from sandman.gpu.catalogue import GpuModel, profile, resolve_model, slot_mask, validate_layout
 from sandman.gpu.planner import best_start
-from sandman.gpu.types import MigMode
+from sandman.gpu.types import MAX_REPLICAS, GpuSharing, MigMode
 
-__all__ = ["GpuSpec", "InstanceSpec", "Topology", "list_presets", "load_topology", "parse_topology"]
+__all__ = [
+    "GpuSpec",
+    "InstanceSpec",
+    "Topology",
+    "list_presets",
+    "load_topology",
+    "parse_sharing",
+    "parse_sharing_setting",
+    "parse_topology",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class GpuSpec:
     model: GpuModel
     mig: MigMode
     instances: tuple[InstanceSpec, ...] = ()
+    sharing: GpuSharing | None = None
 
 
 @dataclass(frozen=True)
@@ -90,17 +106,78 @@ def _parse_gpu(entry: object, where: str) -> GpuSpec:
         entry = {"model": entry}
     if not isinstance(entry, dict) or "model" not in entry:
         raise ConfigurationError(f"{where}: expected a mapping with 'model'")
-    unknown = set(entry) - {"model", "mig", "instances"}
+    unknown = set(entry) - {"model", "mig", "instances", "sharing"}
     if unknown:
         raise ConfigurationError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
     model = resolve_model(str(entry["model"]))
-    mode = _parse_mode(entry.get("mig"), model, where)
+    sharing = None if entry.get("sharing") is None else parse_sharing(entry["sharing"], where)
+    # A shared GPU is handed out whole or in replicas, never in MIG slices.
+    mig = entry.get("mig", False if sharing is not None else None)
+    mode = _parse_mode(mig, model, where)
+    if sharing is not None and mode is not MigMode.DISABLED:
+        raise ConfigurationError(
+            f"{where}: sharing ({sharing.mode}) needs MIG disabled, but {model.key} has "
+            f"mig: {mode}; a GPU is either sliced by MIG or shared, not both"
+        )
     raw = entry.get("instances") or []
     if not isinstance(raw, list):
         raise ConfigurationError(f"{where}: 'instances' must be a list")
     if raw and mode is MigMode.DISABLED:
         raise ConfigurationError(f"{where}: instances given but MIG is disabled on {model.key}")
-    return GpuSpec(model, mode, place_instances(model, [str(x) for x in raw], where))
+    return GpuSpec(model, mode, place_instances(model, [str(x) for x in raw], where), sharing)
+
+
+def parse_sharing(value: object, where: str = "sharing") -> GpuSharing:
+    """``{mode: mps, replicas: 4}`` or ``"mps:4"`` (also ``time-slicing:2``)."""
+    if isinstance(value, str):
+        mode, sep, count = value.strip().partition(":")
+        if not sep:
+            raise ConfigurationError(
+                f"{where}: sharing {value!r} is not MODE:REPLICAS, e.g. mps:4 or time-slicing:2"
+            )
+        value = {"mode": mode, "replicas": count}
+    if not isinstance(value, dict) or set(value) != {"mode", "replicas"}:
+        raise ConfigurationError(f"{where}: sharing needs exactly 'mode' and 'replicas'")
+    mode = str(value["mode"]).strip().lower()
+    if mode not in ("time-slicing", "mps"):
+        raise ConfigurationError(
+            f"{where}: sharing mode must be time-slicing or mps, not {value['mode']!r}"
+        )
+    try:
+        replicas = int(str(value["replicas"]).strip())
+    except ValueError:
+        replicas = 0
+    if not 2 <= replicas <= MAX_REPLICAS:
+        raise ConfigurationError(
+            f"{where}: sharing replicas must be a whole number from 2 to {MAX_REPLICAS}, "
+            f"not {value['replicas']!r}"
+        )
+    return GpuSharing("mps" if mode == "mps" else "time-slicing", replicas)
+
+
+def parse_sharing_setting(text: str) -> dict[str, GpuSharing]:
+    """``SANDMAN_GPU_SHARING``: ``mps:4`` for every GPU without MIG (key ``*``), or a
+    comma-separated list per GPU index or UUID: ``0=mps:4,1=time-slicing:2``.
+
+    Empty: no GPU is shared.
+    """
+    out: dict[str, GpuSharing] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, spec = part.rpartition("=")
+        key = key.strip() if sep else "*"
+        if not key or key in out:
+            raise ConfigurationError(
+                f"SANDMAN_GPU_SHARING: GPU {key or '?'!r} given twice or empty"
+            )
+        if "*" in out or (key == "*" and out):
+            raise ConfigurationError(
+                "SANDMAN_GPU_SHARING: a setting for every GPU (mps:4) cannot be mixed with "
+                "per-GPU ones (0=mps:4)"
+            )
+        out[key] = parse_sharing(spec, f"SANDMAN_GPU_SHARING ({part})")
+    return out
 
 
 def _parse_mode(value: object, model: GpuModel, where: str) -> MigMode:

@@ -12,6 +12,27 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
+SharingMode = Literal["time-slicing", "mps"]
+MAX_REPLICAS = 48  # MPS serves at most 48 clients per GPU (Volta and later)
+
+
+@dataclass(frozen=True)
+class GpuSharing:
+    """A GPU without MIG handed out to up to ``replicas`` sessions at once.
+
+    ``time-slicing``: the sessions take turns on the whole GPU; nothing isolates their
+    memory. ``mps``: NVIDIA's Multi-Process Service runs them side by side, each
+    limited to its share of the GPU's threads and memory.
+    """
+
+    mode: SharingMode
+    replicas: int
+
+    @property
+    def share(self) -> float:
+        """What one replica counts, as a fraction of the GPU (4 replicas: 0.25)."""
+        return 1 / self.replicas
+
 
 class MigMode(StrEnum):
     """How Sandman hands out a GPU.
@@ -57,6 +78,7 @@ class GpuDevice:
     instances: tuple[MigInstance, ...] = ()
     mig_pending: bool = False  # a MIG mode change waits for a reset
     simulated: bool = False
+    sharing: GpuSharing | None = None  # only on GPUs with MIG disabled
 
     @property
     def memory_free_mb(self) -> int:
@@ -96,6 +118,7 @@ class GpuRequest:
     mig_instance_uuid: str | None = None
     gpu_count: int | None = None  # whole GPUs; 0 = no GPU at all
     gpu_memory_gb: float | None = None
+    shared: bool = False  # one replica of a shared GPU (time-slicing or MPS)
 
 
 @dataclass(frozen=True)
@@ -105,17 +128,23 @@ class Claim:
     gpu_uuid: str
     start: int  # first memory slice; 0 for a whole GPU
     size: int  # memory slices; for a whole GPU, all of them (or 1 on a non-MIG GPU)
-    profile: str | None  # None for a whole GPU
+    profile: str | None  # None for a whole GPU or a replica of a shared one
     instance_uuid: str | None = None
+    replica: int | None = None  # the replica held of a shared GPU
 
 
-AllocationKind = Literal["mig_instance", "mig_create", "whole_gpu"]
+AllocationKind = Literal["mig_instance", "mig_create", "whole_gpu", "gpu_share"]
 
 
 @dataclass(frozen=True)
 class Allocation:
     """One planned grant. ``instance_uuid`` is set when an existing instance is used;
-    ``mig_create`` means the caller must create ``profile`` at ``start`` first."""
+    ``mig_create`` means the caller must create ``profile`` at ``start`` first.
+
+    ``gpu_share`` is one replica (``replica``) of a shared GPU; ``sharing`` is that
+    GPU's setting, also on a ``whole_gpu`` of a shared GPU (which holds every replica).
+    A share's ``memory_mb`` is what MPS limits it to, or the whole GPU's when
+    time-sliced."""
 
     gpu_uuid: str
     kind: AllocationKind
@@ -126,3 +155,12 @@ class Allocation:
     instance_uuid: str | None = None
     fallback: bool = False  # a MIG profile was asked for, a whole GPU is given
     notes: tuple[str, ...] = field(default=())
+    replica: int | None = None
+    sharing: GpuSharing | None = None
+
+    @property
+    def share(self) -> float | None:
+        """The fraction of the GPU a ``gpu_share`` counts; None for other grants."""
+        if self.kind != "gpu_share" or self.sharing is None:
+            return None
+        return self.sharing.share

@@ -43,10 +43,14 @@ def request_slices(request: GpuRequest, devices: Sequence[GpuDevice]) -> float:
     """What a request will count before it is placed: the least it can be given here.
 
     A profile counts as on the first model here that has it; a memory size as the
-    smallest profile (or whole GPU) of at least that memory; no GPU counts 0.
+    smallest profile (or whole GPU) of at least that memory; a shared replica as the
+    smallest share here; no GPU counts 0.
     """
     if request.gpu_count is not None:
         return request.gpu_count * WHOLE
+    if request.shared:
+        shares = [d.sharing.share for d in devices if d.sharing is not None]
+        return min(shares, default=1.0) * WHOLE
     models = [m for m in (find_model(d.model) for d in devices) if m is not None]
     if request.mig_profile is not None:
         for model in models:

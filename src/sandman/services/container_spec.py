@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sandman.gpu.sharing import GpuShare
 from sandman.image.accounts import passwd_and_group
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
@@ -45,6 +46,7 @@ class SessionContainer:
     host_key: tuple[str, str] = ("", "")  # (private, public) OpenSSH
     trusted_ca_keys: tuple[str, ...] = ()  # user CAs whose certificates sshd accepts
     workspace_quota: int | None = None  # bytes a new workspace may hold; None: no limit
+    gpu_share: GpuShare | None = None  # a replica of a shared GPU
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -60,6 +62,25 @@ def session_environment(session: SessionContainer) -> dict[str, str]:
     }
     if session.mig_profile:
         environment["SANDMAN_MIG_PROFILE"] = session.mig_profile
+    environment.update(share_environment(session.gpu_share))
+    return environment
+
+
+def share_environment(share: GpuShare | None) -> dict[str, str]:
+    """A shared GPU's fraction, and with MPS its limits as CUDA's client reads them.
+
+    The session sees its one GPU as device 0. These variables only lower what the MPS
+    control daemon allows (``gpu.mps`` sets the limits there, where a user cannot
+    drop them); a time-sliced GPU has no limits to export."""
+    if share is None:
+        return {}
+    environment = {
+        "SANDMAN_GPU_SHARE": f"{share.share:.4g}",
+        "SANDMAN_GPU_SHARING": share.mode,
+    }
+    if share.mode == "mps" and share.thread_percentage is not None:
+        environment["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(share.thread_percentage)
+        environment["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={share.memory_limit}"
     return environment
 
 

@@ -24,6 +24,8 @@ def describe_gpu(row: SessionRow, simulated: bool) -> str:
     suffix = " (simulated)" if simulated and row.gpu_uuid else ""
     if row.mig_profile:
         return f"MIG {row.mig_profile} on {row.gpu_name}{suffix}"
+    if row.gpu_share is not None:
+        return f"{row.gpu_share:g} of a shared {row.gpu_name}{suffix}"
     if row.gpu_uuid:
         count = len(row.gpu_uuid.split(","))
         return f"{count}x whole {row.gpu_name}{suffix}"

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sandman.gpu.planner import claim_units
+from sandman.gpu.planner import REPLICA_UNIT, claim_units
 from sandman.gpu.types import Allocation, Claim, GpuDevice
 from sandman.store.models import GpuClaim
 
 
 def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
-    """One ``Claim`` per grant (a grant spans several unit rows)."""
-    grants: dict[tuple[str, str | None, int], Claim] = {}
+    """One ``Claim`` per grant (a grant spans several unit rows). A grant whose only
+    unit is ``replica:<k>`` is that replica of a shared GPU; a whole grant of a shared
+    GPU holds ``gpu`` and every replica, and stays a whole grant."""
+    grants: dict[tuple[str, str | None, int], tuple[GpuClaim, set[str]]] = {}
     for row in rows:
         key = (row.gpu_uuid, row.session_id, row.start)
-        grants.setdefault(
-            key, Claim(row.gpu_uuid, row.start, row.size, row.profile, row.instance_uuid)
+        grants.setdefault(key, (row, set()))[1].add(row.unit)
+    claims = []
+    for row, units in grants.values():
+        replica = None
+        if len(units) == 1 and (unit := next(iter(units))).startswith(REPLICA_UNIT):
+            replica = int(unit.removeprefix(REPLICA_UNIT))
+        claims.append(
+            Claim(row.gpu_uuid, row.start, row.size, row.profile, row.instance_uuid, replica)
         )
-    return list(grants.values())
+    return claims
 
 
 def session_gpu_fields(
@@ -34,6 +42,7 @@ def session_gpu_fields(
         "mig_profile": first.profile if first.kind != "whole_gpu" else None,
         "mig_instance_uuid": first.instance_uuid,
         "gpu_fallback": any(a.fallback for a in allocations),
+        "gpu_share": first.share,
     }
 
 

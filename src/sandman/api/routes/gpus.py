@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, status
@@ -14,6 +15,7 @@ from sandman.api.routes.deps import sandman
 from sandman.core import Sandman
 from sandman.gpu.catalogue import GpuModel, MigProfile, find_model
 from sandman.gpu.planner import free_summary
+from sandman.gpu.sharing import sharing_summary
 from sandman.gpu.types import GpuDevice, MigMode
 
 router = APIRouter(tags=["gpus"])
@@ -45,7 +47,7 @@ def _profile_out(model: GpuModel, profile: MigProfile) -> dict[str, Any]:
     }
 
 
-def _gpu_out(device: GpuDevice, owners: dict[str, str]) -> dict[str, Any]:
+def _gpu_out(device: GpuDevice, owners: dict[str, str], held: int = 0) -> dict[str, Any]:
     model = find_model(device.model)
     slots: list[dict[str, Any]] = []
     for instance in sorted(device.instances, key=lambda i: i.start):
@@ -91,13 +93,16 @@ def _gpu_out(device: GpuDevice, owners: dict[str, str]) -> dict[str, Any]:
         "allocated": device.uuid in owners,
         "session_id": owners.get(device.uuid),
         "simulated": device.simulated,
+        # A shared GPU (time-slicing or MPS): its replicas, how many are held.
+        "sharing": sharing_summary(device.sharing, held) if device.sharing else None,
     }
 
 
 @router.get("/gpus", name="gpu.list", dependencies=[allow(Action.GPU_READ)])
 def list_gpus(app: App) -> dict[str, Any]:
     owners = app.sessions.claimed_by()
-    gpus = [_gpu_out(d, owners) for d in app.inventory.devices()]
+    held = Counter(c.gpu_uuid for c in app.sessions.claims() if c.replica is not None)
+    gpus = [_gpu_out(d, owners, held[d.uuid]) for d in app.inventory.devices()]
     return {
         "gpus": gpus,
         "count": len(gpus),

@@ -8,7 +8,9 @@ through ``_call`` so a driver error always reaches the API as readable text.
 Whether a MIG-enabled GPU is handed out as pre-made instances (``static``) or
 sliced on demand (``dynamic``) is Sandman configuration, not a hardware fact:
 ``default_mode`` applies to every MIG-enabled GPU, ``modes`` overrides it by UUID.
-GPUs with MIG disabled are always ``disabled`` (whole GPUs).
+GPUs with MIG disabled are always ``disabled`` (whole GPUs), and may be shared
+(``sharing``: by GPU index or UUID, or ``*`` for every GPU without MIG); naming a
+GPU with MIG enabled there is a configuration error.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, TypeVar
 
-from sandman.errors import GpuError, InvalidRequest, NotFound
+from sandman.errors import ConfigurationError, GpuError, InvalidRequest, NotFound
 from sandman.gpu.catalogue import GpuModel, find_model, validate_layout
 from sandman.gpu.catalogue import profile as catalogue_profile
-from sandman.gpu.types import GpuDevice, MigInstance, MigMode
+from sandman.gpu.types import GpuDevice, GpuSharing, MigInstance, MigMode
 
 __all__ = ["NvmlInventory", "load_pynvml"]
 
@@ -54,6 +56,7 @@ class NvmlInventory:
         default_mode: MigMode = MigMode.DYNAMIC,
         modes: Mapping[str, MigMode] | None = None,
         nvml: ModuleType | None = None,
+        sharing: Mapping[str, GpuSharing] | None = None,
     ) -> None:
         if default_mode is MigMode.DISABLED:
             raise InvalidRequest("default_mode for MIG-enabled GPUs must be static or dynamic")
@@ -63,8 +66,35 @@ class NvmlInventory:
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, int], int] = {}  # (gpu uuid, -lgip id) -> NVML enum
         self._call("initialise NVML (is the NVIDIA driver loaded?)", self._nv.nvmlInit)
+        self._sharing = dict(sharing or {})
+        if self._sharing:
+            self._check_sharing()
 
     # ---- helpers -------------------------------------------------------------
+
+    def _check_sharing(self) -> None:
+        """Every GPU the sharing setting names exists and has MIG disabled."""
+        named = {k for k in self._sharing if k != "*"}
+        for index, handle, uuid in self._handles():
+            keys = named & {str(index), uuid}
+            named -= keys
+            if keys and self._mig_state(handle)[0]:
+                raise ConfigurationError(
+                    f"SANDMAN_GPU_SHARING names GPU {index} ({uuid}), which has MIG enabled; "
+                    "a GPU is either sliced by MIG or shared: disable MIG on it "
+                    f"(nvidia-smi -i {index} -mig 0) or leave it out of the setting"
+                )
+        if named:
+            raise ConfigurationError(
+                f"SANDMAN_GPU_SHARING names GPUs this machine does not have: "
+                f"{', '.join(sorted(named))}"
+            )
+
+    def _shared(self, index: int, uuid: str) -> GpuSharing | None:
+        for key in (uuid, str(index), "*"):
+            if key in self._sharing:
+                return self._sharing[key]
+        return None
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -223,6 +253,7 @@ class NvmlInventory:
                         mig_mode=mode,
                         instances=tuple(self._instances(uuid, handle, model)) if enabled else (),
                         mig_pending=pending,
+                        sharing=None if enabled else self._shared(index, uuid),
                     )
                 )
             return out

@@ -152,6 +152,7 @@ class SimulatedInventory:
             mig_mode=g.spec.mig,
             instances=tuple(sorted(g.instances, key=lambda i: i.start)),
             simulated=True,
+            sharing=g.spec.sharing,
         )
 
     def _save(self) -> None:
