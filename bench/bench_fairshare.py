@@ -43,6 +43,7 @@ from tests.unit.gpu.gpu_helpers import device
 
 from sandman.gpu.types import Claim, GpuDevice, GpuRequest
 from sandman.policy.preemption import Running, choose_victims
+from sandman.policy.preemption import reach as preemption_reach
 from sandman.policy.queue import (
     Holding,
     UsageEvent,
@@ -66,7 +67,6 @@ PROFILES = [
 ]
 PRIORITIES = [(Priority.HIGH, 0.1), (Priority.NORMAL, 0.7), (Priority.LOW, 0.2)]
 HALF_LIFE = timedelta(days=7)
-LOWER = {Priority.HIGH: Priority.NORMAL, Priority.NORMAL: Priority.LOW}
 
 
 @dataclass
@@ -209,11 +209,7 @@ class World:
 
     def preempt(self, job: Job, now: datetime) -> bool:
         guarantee = TEAMS[job.team] * self.capacity
-        entitled = self.team_slices(job.team) + job.slices <= guarantee + 1e-9
-        # Within its team's guarantee a request takes back slices from sessions of no
-        # higher priority; beyond it, only from lower ones (so two teams over their
-        # guarantees cannot take the same slices back and forth).
-        reach = job.priority if entitled else LOWER.get(job.priority)
+        reach = preemption_reach(job.priority, self.team_slices(job.team), job.slices, guarantee)
         if reach is None:
             return False
         running = [

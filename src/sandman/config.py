@@ -214,6 +214,28 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often sessions are checked for idleness."
     )
 
+    # --- the wait queue and preemption ---
+    queue_timeout: Duration = Field(
+        24 * 3600.0,
+        gt=0,
+        description="A queued request that has not started after this long is cancelled.",
+    )
+    queue_interval: Duration = Field(
+        5.0,
+        gt=0,
+        description="How often the queue is looked at besides whenever a session ends.",
+    )
+    preempt_grace: Duration = Field(
+        300.0,
+        ge=0,
+        description="Warning a preempted session's user gets before the session ends.",
+    )
+    fairshare_half_life: Duration = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Past GPU use counts half after this long in the queue's fair-share order.",
+    )
+
     # --- runtime ---
     runtime: Literal["docker"] = Field(
         "docker", description="Where sessions run: docker (this host's Docker engine)."
@@ -232,6 +254,18 @@ class Settings(BaseSettings):
     )
     mig_fallback: bool = Field(
         True, description="Give a whole non-MIG GPU when no MIG instance can serve a profile."
+    )
+    gpu_sharing: str = Field(
+        "",
+        description="NVML GPUs without MIG shared by several sessions: MODE:REPLICAS for "
+        "every such GPU (mps:4, time-slicing:2), or per GPU index or UUID "
+        "(0=mps:4,1=time-slicing:2); empty: none. Simulated GPUs: the topology's sharing.",
+    )
+    mps_pipe_directory: str = Field(
+        "/tmp/nvidia-mps",
+        description="CUDA_MPS_PIPE_DIRECTORY of the MPS control daemon that limits sessions "
+        "on GPUs shared with mps; with {index}, one daemon per GPU (started with "
+        "CUDA_VISIBLE_DEVICES set to that GPU).",
     )
 
     # --- containers ---
@@ -397,6 +431,18 @@ class Settings(BaseSettings):
     @classmethod
     def _egress(cls, value: str) -> str:
         return str(parse_egress(value))
+
+    @field_validator("gpu_sharing")
+    @classmethod
+    def _gpu_sharing(cls, value: str) -> str:
+        from sandman.errors import ConfigurationError
+        from sandman.gpu.topology import parse_sharing_setting
+
+        try:
+            parse_sharing_setting(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return value.strip()
 
     @field_validator("dns_servers")
     @classmethod

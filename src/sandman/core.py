@@ -26,6 +26,7 @@ from sandman.gateway.limits import StartupLimiter
 from sandman.gateway.routing import ConnectionRecord
 from sandman.gateway.server import TOUCH_INTERVAL_S, GatewayServer
 from sandman.gpu.inventory import make_inventory
+from sandman.gpu.topology import parse_sharing_setting
 from sandman.gpu.types import GpuInventory, MigMode
 from sandman.observe.alerts import AlertIntake
 from sandman.observe.anomalies import AnomalyCheck
@@ -33,6 +34,7 @@ from sandman.observe.idle_sweep import IdleChannels, IdleReclaim
 from sandman.observe.notify import Notifier
 from sandman.observe.notify_send import MailSender, TerminalSender, WebhookSender
 from sandman.observe.notify_store import NotificationSettings
+from sandman.observe.service_metrics import queue_families
 from sandman.observe.wiring import Metrics
 from sandman.runtime import make_runtime
 from sandman.runtime.base import SessionRuntime
@@ -42,7 +44,8 @@ from sandman.services.gateway_routes import DatabaseRouteSource
 from sandman.services.gpus import GpuAdmin
 from sandman.services.health import HealthCheck
 from sandman.services.host_keys import HostKeys
-from sandman.services.quotas import Quotas, admission_check
+from sandman.services.queue import WaitQueue
+from sandman.services.quotas import Quotas, admission_check, queue_check
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.sessions import SessionService
@@ -150,6 +153,7 @@ class Sandman:
             state_path=settings.data_dir / f"simulated-gpus-{topology_slug}.json",
             seed=f"sandman:{settings.gpu_topology}",
             default_mode=MigMode(settings.nvml_mig_strategy),
+            sharing=parse_sharing_setting(settings.gpu_sharing),
         )
         self.worker_id = f"{uuid.uuid4().hex[:16]}"
         self.sessions = SessionService(
@@ -167,6 +171,10 @@ class Sandman:
         self.sessions.extension_checks.append(
             lambda row, ttl: self.quotas.check_ttl(row.user_id, row.team, row.project, ttl)
         )
+        self.sessions.queue_checks.append(queue_check(self.quotas))
+        # The wait queue: a pass whenever a session ends, and on its timer.
+        self.queue = WaitQueue(settings, self.db, self.sessions, self.quotas, self.creator.launch)
+        self.sessions.end_hooks.append(self.queue.wake)
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )
@@ -272,6 +280,9 @@ class Sandman:
             lambda subject, text: self.notifier.notify_admins(subject, text, kind="anomaly"),
         )
         self.idle.notifiers.append(IdleChannels(self.notifier))
+        self.queue.notify = self.notifier.notify
+        self.queue.audit = self.audit.record
+        self.metrics.registry.sources.append(lambda: queue_families(self.queue.waiting_by_profile))
         self._gateway_started = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -344,6 +355,11 @@ class Sandman:
         self._loop("metrics-pruner", 3600, self.metrics.history.prune)
         if self.settings.anomaly_interval > 0:
             self._loop("anomalies", self.settings.anomaly_interval, self.anomalies.run_once)
+        queue = threading.Thread(
+            target=self.queue.run, args=(self._stop,), name="sandman-queue", daemon=True
+        )
+        queue.start()
+        self._threads.append(queue)
 
     def _reconcile(self) -> None:
         """A reconciler pass, after checking the session network and its firewall
@@ -381,6 +397,7 @@ class Sandman:
 
     def stop(self) -> None:
         self._stop.set()
+        self.queue.wake()
         self.creator.close()
         self.notifier.close()
         for thread in self._threads:

@@ -16,9 +16,12 @@ class SessionStatus(StrEnum):
     """Where a session is in its life.
 
     ``starting``/``running``/``stopping`` are active: they hold resources.
-    ``expired`` (TTL), ``deleted`` (DELETE), ``failed`` (creation failed),
-    ``lost`` (the container vanished or died) and ``idle`` (reclaimed after its
-    idle timeout) are ended: they hold nothing.
+    ``queued`` waits for room and holds nothing; it counts as the user's one
+    session all the same. ``expired`` (TTL), ``deleted`` (DELETE), ``failed``
+    (creation failed), ``lost`` (the container vanished or died), ``idle``
+    (reclaimed after its idle timeout), ``cancelled`` (a queued request withdrawn
+    or timed out) and ``preempted`` (ended for a request of higher claim) are
+    ended: they hold nothing.
     """
 
     STARTING = "starting"
@@ -29,13 +32,22 @@ class SessionStatus(StrEnum):
     FAILED = "failed"
     LOST = "lost"
     IDLE = "idle"
+    QUEUED = "queued"
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"
 
     @property
     def active(self) -> bool:
         return self in ACTIVE_STATUSES
 
+    @property
+    def ended(self) -> bool:
+        return self not in ACTIVE_STATUSES and self is not SessionStatus.QUEUED
+
 
 ACTIVE_STATUSES = frozenset({SessionStatus.STARTING, SessionStatus.RUNNING, SessionStatus.STOPPING})
+# What counts as a user's one session: the active ones and a queued request.
+CURRENT_STATUSES = ACTIVE_STATUSES | {SessionStatus.QUEUED}
 
 
 def validate_user_id(user_id: str) -> str:

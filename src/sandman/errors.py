@@ -30,6 +30,7 @@ class SandmanError(Exception):
 
     code = "internal_error"
     retry_after: float | None = None  # seconds, where a retry can help
+    details: dict[str, object] | None = None  # more fields of the error body (``eta``)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -63,6 +64,12 @@ class QuotaExceeded(Forbidden):
     names the quota and the numbers."""
 
     code = "quota_exceeded"
+
+    def __init__(self, message: str, waitable: bool = False) -> None:
+        super().__init__(message)
+        # Every quota broken would allow it once the same user's or team's own
+        # sessions end: a request that asked to queue waits instead.
+        self.waitable = waitable
 
 
 class NotFound(SandmanError):

@@ -20,7 +20,7 @@ from sandman.store.database import Database
 from sandman.store.models import ApiToken, Team, TeamMember, User, WebLogin, utcnow
 from sandman.store.models import Session as SessionRow
 
-ACTIVE = [s.value for s in SessionStatus if s.active]
+ACTIVE = [s.value for s in SessionStatus if not s.ended]  # queued requests too
 SEEN_EVERY = timedelta(minutes=1)  # last_seen_at is written at most this often
 MEMBERSHIP_ROLES = ("member", "lead")
 # One '@', no blanks or control characters on either side; the provider checks the rest.

@@ -18,7 +18,7 @@ from sandman.store.database import Database
 from sandman.store.models import Project, Team, TeamMember, User, utcnow
 from sandman.store.models import Session as SessionRow
 
-ACTIVE = [s.value for s in SessionStatus if s.active]
+ACTIVE = [s.value for s in SessionStatus if not s.ended]  # queued requests too
 WITHOUT_TEAM = "default"  # the team of a project created without one
 
 

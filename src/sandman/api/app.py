@@ -26,6 +26,7 @@ from sandman.api.routes import (
     health,
     metrics,
     notifications,
+    queue,
     quotas,
     sessions,
     sso,
@@ -90,6 +91,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected.include_router(teams.router)
     protected.include_router(tokens.router)
     protected.include_router(quotas.router)
+    protected.include_router(queue.router)
     protected.include_router(notifications.router)
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix.

@@ -36,13 +36,13 @@ def error_response(
     message: str,
     headers: dict[str, str] | None = None,
     retry_after: float | None = None,
+    details: dict[str, object] | None = None,
 ) -> JSONResponse:
     headers = dict(headers or {})
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    return JSONResponse(
-        {"error": message, "code": code}, status_code=ERROR_CODES[code], headers=headers or None
-    )
+    body: dict[str, object] = {**(details or {}), "error": message, "code": code}
+    return JSONResponse(body, status_code=ERROR_CODES[code], headers=headers or None)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -79,7 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if exc.code == "unauthenticated" else None
-        return error_response(exc.code, exc.message, headers, exc.retry_after)
+        return error_response(exc.code, exc.message, headers, exc.retry_after, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,19 +20,26 @@ class ErrorOut(BaseModel):
         description="What went wrong, for a program; the status follows from it.",
         json_schema_extra={"enum": list(ERROR_CODES)},
     )
+    eta: str | None = Field(
+        None,
+        description="`capacity_exhausted` on a session create: when the request would "
+        "start had it asked to queue (ISO-8601 UTC), or null when nothing known to end "
+        "would make room.",
+    )
 
 
 DESCRIPTIONS = {
     400: "The request is malformed or impossible (`invalid_request`); nothing changed.",
     401: "No or a wrong bearer token (`unauthenticated`).",
-    403: "The caller may not do this (`forbidden`).",
+    403: "The caller may not do this (`forbidden`), or a quota does not allow it "
+    "(`quota_exceeded`, naming the quota and the numbers).",
     404: "No such object or endpoint (`not_found`).",
     405: "The path exists but not with this method (`method_not_allowed`); see `Allow`.",
     409: "The request clashes with the current state (`conflict`).",
     500: "Sandman failed (`internal_error`); the server log has the details.",
-    503: "No capacity now (`capacity_exhausted`), the container engine does not answer "
-    "(`engine_unavailable`), or every worker is busy (`busy`); `Retry-After` says "
-    "when to retry where a retry can help.",
+    503: "No capacity now (`capacity_exhausted`, with `eta` on a session create), the "
+    "container engine does not answer (`engine_unavailable`), or every worker is busy "
+    "(`busy`); `Retry-After` says when to retry where a retry can help.",
 }
 RETRY_AFTER = {
     "Retry-After": {
@@ -59,15 +66,17 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 GPU_FIELDS = ("mig_profile", "mig_instance_uuid", "gpu_count", "gpu_memory_gb")
 
 
-def at_most_one_set(fields: tuple[str, ...]) -> list[dict[str, Any]]:
+def at_most_one_set(fields: tuple[str, ...], flags: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """JSON Schema alternatives of which any matches when two of ``fields`` are set
-    (present and not null): wrapped in ``not``, at most one of them is set."""
+    (present and not null), or one of them and a flag of ``flags`` (true): wrapped in
+    ``not``, at most one of them is set."""
     set_ = {"not": {"type": "null"}}
+    on = {"const": True}
     return [
         {"required": [a, b], "properties": {a: set_, b: set_}}
         for i, a in enumerate(fields)
         for b in fields[i + 1 :]
-    ]
+    ] + [{"required": [a, f], "properties": {a: set_, f: on}} for f in flags for a in fields]
 
 
 Limits = dict[tuple[str, str], dict[str, Any]]  # (schema, property) -> JSON Schema keywords
@@ -94,7 +103,7 @@ def install_openapi(app: FastAPI, limits: Limits) -> None:
         components = schema.get("components", {}).get("schemas", {})
         create = components.get("CreateSessionBody")
         if create is not None:
-            create["not"] = {"anyOf": at_most_one_set(GPU_FIELDS)}
+            create["not"] = {"anyOf": at_most_one_set(GPU_FIELDS, ("shared",))}
         for (name, field), keywords in limits.items():
             prop = components.get(name, {}).get("properties", {}).get(field)
             for option in prop.get("anyOf", [prop]) if prop is not None else []:

@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from sandman.config import Settings
-from sandman.domain import RESERVED_USER_IDS, USER_ID_PATTERN, SessionStatus
+from sandman.domain import ACTIVE_STATUSES, RESERVED_USER_IDS, USER_ID_PATTERN, SessionStatus
 from sandman.services.requests import MEMORY_PATTERN
 from sandman.store.models import Session as SessionRow
 
@@ -48,6 +48,7 @@ def _whole_number(value: Any) -> Any:
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 STATUS_FILTERS = ["active", "all", *(s.value for s in SessionStatus)]
+ACTIVE_VALUES = {s.value for s in ACTIVE_STATUSES}
 
 
 class CreateSessionBody(BaseModel):
@@ -63,6 +64,11 @@ class CreateSessionBody(BaseModel):
     mig_instance_uuid: str | None = Field(None, description="An exact MIG instance.")
     gpu_count: int | None = Field(None, description="Whole GPUs; 0 for none.")
     gpu_memory_gb: float | None = Field(None, description="Smallest slice with this memory.")
+    shared: bool = Field(
+        False,
+        description="A replica of a GPU shared by several sessions (time-slicing or MPS; "
+        "time-sliced GPUs have no memory isolation); not with the other GPU fields.",
+    )
     image: str | None = Field(None, description="One of the allowed images.")
     ssh_public_keys: list[Annotated[str, Field(json_schema_extra=PUBLIC_KEY_SCHEMA)]] | None = (
         Field(
@@ -92,6 +98,12 @@ class CreateSessionBody(BaseModel):
         default_factory=dict,
         max_length=32,
         json_schema_extra={"additionalProperties": False},  # keys must match the pattern
+    )
+    queue: bool = Field(
+        False,
+        description="When nothing fits now (or a quota allows it only once your own "
+        "sessions end): wait in the queue instead of a 503 or 403. The answer is 202 "
+        "with status queued, queue_position and eta.",
     )
 
 
@@ -139,6 +151,9 @@ class SessionOut(BaseModel):
     mig_profile: str | None
     mig_instance_uuid: str | None
     gpu_fallback: bool
+    gpu_share: float | None = Field(
+        None, description="The fraction of a shared GPU the session holds (0.25); null: not shared."
+    )
     gpu_simulated: bool
     image: str
     cpus: float
@@ -153,12 +168,41 @@ class SessionOut(BaseModel):
     )
     created_at: UtcTime
     started_at: UtcTime | None
-    expires_at: UtcTime
+    expires_at: UtcTime | None = Field(
+        description="When the TTL ends it; null while queued (and for a request cancelled "
+        "before it started)."
+    )
     last_activity: UtcTime | None
     ended_at: UtcTime | None
     end_reason: str | None
+    queue_position: int | None = Field(
+        None, description="Queued: the place in the queue, from 1; else null."
+    )
+    eta: UtcTime | None = Field(
+        None,
+        description="Queued: when it would start if every running session ended at its "
+        "expiry and the requests ahead started as they fit; null when unknown.",
+    )
+    reason: str | None = Field(None, description="Queued: why it waits, with the numbers.")
+    preempt_at: UtcTime | None = Field(
+        None, description="Set when the session is to be preempted: when it ends."
+    )
     metadata: SessionMetadata
     workspace_quota: WorkspaceQuotaOut
+
+
+class QueueEntryOut(BaseModel):
+    session_id: str
+    user_id: str
+    team: str | None
+    project: str | None
+    priority: str
+    asks: str = Field(description="The profile (or GPU size) asked for.")
+    queue_position: int
+    eta: UtcTime | None
+    reason: str | None
+    created_at: UtcTime
+    cancel_at: UtcTime = Field(description="When it is cancelled unless it has started.")
 
 
 class CreatedSessionOut(SessionOut):
@@ -213,6 +257,7 @@ def session_out(
         "mig_profile": row.mig_profile,
         "mig_instance_uuid": row.mig_instance_uuid,
         "gpu_fallback": row.gpu_fallback,
+        "gpu_share": row.gpu_share,
         "gpu_simulated": simulated and bool(uuids),
         "image": row.image,
         "cpus": row.cpus,
@@ -225,10 +270,19 @@ def session_out(
         "idle_timeout_minutes": row.idle_timeout_minutes,
         "created_at": row.created_at,
         "started_at": row.started_at,
-        "expires_at": row.expires_at,
+        "expires_at": (
+            None
+            if row.status in (SessionStatus.QUEUED, SessionStatus.CANCELLED)
+            and row.started_at is None
+            else row.expires_at
+        ),
         "last_activity": row.last_activity,
         "ended_at": row.ended_at,
         "end_reason": row.end_reason,
+        "queue_position": None,
+        "eta": None,
+        "reason": row.queue_reason if row.status == SessionStatus.QUEUED else None,
+        "preempt_at": row.preempt_at if row.status in ACTIVE_VALUES else None,
         "metadata": {
             "image": row.image,
             "workspace": workspace,

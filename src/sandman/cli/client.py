@@ -65,13 +65,15 @@ def _sessions_table(rows: list[dict[str, Any]]) -> Table:
     table = Table("session", "user", "status", "GPU", "ssh", "expires")
     for row in rows:
         gpu = row.get("mig_profile") or ("whole GPU" if row.get("gpu_uuid") else "-")
+        if row.get("gpu_share") is not None:
+            gpu = f"shared {row['gpu_share']:g}"
         table.add_row(
             row["session_id"][:8],
             row["user_id"],
             row["status"],
             gpu,
             row["ssh_command"],
-            row["expires_at"],
+            row["expires_at"] or "-",
         )
     return table
 
@@ -82,26 +84,49 @@ def create(
     ttl: Annotated[int | None, typer.Option("--ttl", help="Minutes")] = None,
     mig_profile: Annotated[str | None, typer.Option("--mig-profile")] = None,
     gpu_count: Annotated[int | None, typer.Option("--gpu-count")] = None,
+    shared: Annotated[
+        bool, typer.Option("--shared", help="A replica of a shared GPU (time-slicing or MPS)")
+    ] = False,
     key: Annotated[
         list[Path] | None, typer.Option("--key", help="Public key file (repeatable)")
     ] = None,
     save_key: Annotated[
         Path | None, typer.Option("--save-key", help="Where to write a generated private key")
     ] = None,
+    team: Annotated[str | None, typer.Option("--team", help="Charge this team")] = None,
+    project: Annotated[str | None, typer.Option("--project", help="Charge this project")] = None,
+    priority: Annotated[
+        str | None, typer.Option("--priority", help="low, normal (default) or high")
+    ] = None,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Wait in the queue when nothing fits now")
+    ] = False,
 ) -> None:
     """Start a session for USER_ID (default: the token's own user)."""
     body: dict[str, Any] = {"user_id": user_id} if user_id else {}
+    body.update(given(team=team, project=project, priority=priority))
+    if queue:
+        body["queue"] = True
     if ttl is not None:
         body["ttl_minutes"] = ttl
     if mig_profile is not None:
         body["mig_profile"] = mig_profile
     if gpu_count is not None:
         body["gpu_count"] = gpu_count
+    if shared:
+        body["shared"] = True
     if key:
         body["ssh_public_keys"] = [p.read_text().strip() for p in key]
     created = _call("POST", "/sessions", json=body)
     private = created.pop("ssh_private_key", None)
     out.print(_sessions_table([created]))
+    if created["status"] == "queued":
+        eta = created.get("eta") or "unknown"
+        out.print(
+            f"queued at position {created['queue_position']}, expected to start {eta}: "
+            f"{created.get('reason')}; `sandman queue` shows the queue, "
+            f"`sandman session delete {created['session_id']}` cancels"
+        )
     if private:
         target = save_key or Path(f"{created['user_id']}_sandman_key")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -139,6 +164,29 @@ def extend(session_id: str, ttl: Annotated[int, typer.Option("--ttl", help="Minu
 @session_app.command("delete")
 def delete(session_id: str) -> None:
     out.print(_call("DELETE", f"/sessions/{session_id}")["message"])
+
+
+def queue_command(
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The requests waiting for room, in the order they will start, with their ETAs."""
+    rows = _call("GET", "/queue")
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("#", "session", "user", "team", "priority", "asks", "eta", "why")
+    for row in rows:
+        table.add_row(
+            str(row["queue_position"]),
+            row["session_id"][:8],
+            row["user_id"],
+            row["team"] or "-",
+            row["priority"],
+            row["asks"],
+            row["eta"] or "unknown",
+            row["reason"] or "",
+        )
+    out.print(table)
 
 
 def gpus_command() -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
-from sandman.cli.client import given, gpus_command, session_app
+from sandman.cli.client import given, gpus_command, queue_command, session_app
 from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
 from sandman.cli.quotas import quotas_app
@@ -30,6 +30,7 @@ app.add_typer(session_app, name="session")
 app.add_typer(network_app, name="network")
 app.add_typer(workspaces_app, name="workspaces")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
+app.command("queue", help="The requests waiting for room, with their ETAs.")(queue_command)
 app.add_typer(users_app, name="users")
 app.add_typer(teams_app, name="teams")
 app.add_typer(projects_app, name="projects")

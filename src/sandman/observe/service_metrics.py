@@ -20,13 +20,13 @@ from sandman.errors import ERROR_CODES
 from sandman.gateway.counters import GatewayState
 from sandman.observe.counters import LabelledCounter, LabelledHistogram
 
-__all__ = ["REPAIR_KINDS", "ServiceMetrics", "gateway_families"]
+__all__ = ["REPAIR_KINDS", "ServiceMetrics", "gateway_families", "queue_families"]
 
 log = logging.getLogger(__name__)
 
 CREATE_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-ENDED = tuple(s.value for s in SessionStatus if not s.active)
+ENDED = tuple(s.value for s in SessionStatus if s.ended)
 # ReconcileReport's lists: what one pass repaired.
 REPAIR_KINDS = (
     "removed_containers",
@@ -149,3 +149,15 @@ def gateway_families(state: GatewayState) -> list[Metric]:
     relayed.add_metric(["from_client"], state.bytes_from_client)
     relayed.add_metric(["to_client"], state.bytes_to_client)
     return [connections, refused, relayed]
+
+
+def queue_families(waiting: dict[str, int]) -> list[Metric]:
+    """``sandman_queue_waiting{profile}``: queued requests by what they ask for."""
+    family = GaugeMetricFamily(
+        "sandman_queue_waiting",
+        "Requests waiting in the queue, by the profile (or GPU size) they ask for.",
+        labels=("profile",),
+    )
+    for profile, count in sorted(waiting.items()):
+        family.add_metric((profile,), float(count))
+    return [family]

@@ -79,3 +79,21 @@ def choose_victims(
             if fits_without(frozenset(v.session_id for v in victims)):
                 return list(victims)
     return None
+
+
+LOWER = {Priority.HIGH: Priority.NORMAL, Priority.NORMAL: Priority.LOW}
+
+
+def reach(
+    priority: Priority, team_slices: float, ask_slices: float, guarantee: float
+) -> Priority | None:
+    """The highest priority a queued request may preempt, or None.
+
+    Within its team's guarantee (what the team holds plus this request) it may
+    take back slices from sessions of a priority up to its own; beyond it, only
+    from lower ones, so two teams over their guarantees cannot take the same
+    slices back and forth.
+    """
+    if team_slices + ask_slices <= guarantee + 1e-9:
+        return priority
+    return LOWER.get(priority)

@@ -92,6 +92,22 @@ class CreationPool:
             return CreatedSession(reservation.session, reservation.private_key, reservation.notes)
         return await asyncio.shield(asyncio.wrap_future(done))
 
+    def launch(self, reservation: Reservation) -> Future[CreatedSession]:
+        """Launch a reservation made elsewhere (a queued request the queue promoted)
+        on the pool's threads; it is counted as a create like any other."""
+        started = time.monotonic()
+
+        def run() -> CreatedSession:
+            try:
+                created = self.sessions.launch(reservation)
+            except BaseException as exc:
+                self._finished(started, getattr(exc, "code", "internal_error"))
+                raise
+            self._finished(started, None)
+            return created
+
+        return self._pool.submit(run)
+
     def _reserve_and_launch(
         self, request: SessionRequest, reserved: Future[Reservation]
     ) -> CreatedSession:

@@ -82,34 +82,69 @@ class SessionEnding(SessionReads):
         """
         if not self._claim(session_id):  # another thread of this process is ending it
             return self._wait_ended(session_id) if wait else self.get(session_id)
+        cancelled = False
         try:
             with self.db.transaction() as db:
                 row = db.get(SessionRow, session_id)
                 if row is None:
                     raise NotFound(f"no session {session_id!r}")
-                owned = transition(
-                    db,
-                    session_id,
-                    ENDABLE,
-                    SessionStatus.STOPPING,
-                    seen_version=seen_version,
-                    stop_status=status.value,
-                    end_reason=reason,
-                    worker_id=self.worker_id,
-                )
-                unfinished = (
-                    row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
-                )
-                teardown = self._claimed(db, session_id) if owned or unfinished else None
+                if row.status == SessionStatus.QUEUED:
+                    cancelled = self._cancel(db, row, reason, seen_version)
+                    db.refresh(row)  # cancelled, or started meanwhile: then ended below
+                teardown = None
+                if row.status not in (SessionStatus.QUEUED, SessionStatus.CANCELLED):
+                    owned = transition(
+                        db,
+                        session_id,
+                        ENDABLE,
+                        SessionStatus.STOPPING,
+                        seen_version=seen_version,
+                        stop_status=status.value,
+                        end_reason=reason,
+                        worker_id=self.worker_id,
+                    )
+                    unfinished = (
+                        row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
+                    )
+                    teardown = self._claimed(db, session_id) if owned or unfinished else None
+            if cancelled:
+                log.info("queued request %s of %s cancelled: %s", row.id, row.user_id, reason)
+                self._run_hooks(self.end_hooks, row.user_id, row.id, reason)
             if teardown is not None:
                 return self._teardown(teardown)  # ours, or ours that had failed half-way
         finally:
             self._release(session_id)
         return self._wait_ended(session_id) if wait else self.get(session_id)
 
+    def cancel_queued(self, session_id: str, reason: str) -> bool:
+        """Cancel a request while it is still queued; False once it has started or ended."""
+        with self.db.transaction() as db:
+            row = db.get(SessionRow, session_id)
+            if row is None or row.status != SessionStatus.QUEUED:
+                return False
+            cancelled = self._cancel(db, row, reason, row.version)
+        if cancelled:
+            log.info("queued request %s of %s cancelled: %s", row.id, row.user_id, reason)
+            self._run_hooks(self.end_hooks, row.user_id, row.id, reason)
+        return cancelled
+
+    def _cancel(self, db: Db, row: SessionRow, reason: str, seen_version: int | None) -> bool:
+        """A queued request ends at once as ``cancelled``: it holds nothing."""
+        return transition(
+            db,
+            row.id,
+            [SessionStatus.QUEUED],
+            SessionStatus.CANCELLED,
+            seen_version=seen_version,
+            stop_status=SessionStatus.CANCELLED.value,
+            end_reason=reason,
+            ended_at=self.clock(),
+        )
+
     def end_all(self, reason: str, concurrency: int | None = None) -> list[SessionRow]:
-        """End every active session, ``concurrency`` teardowns at a time."""
-        rows = self.list_sessions("active")
+        """End every active session and cancel every queued request, ``concurrency``
+        teardowns at a time."""
+        rows = self.list_sessions("active", queued=True)
         workers = max(1, min(concurrency or self.settings.delete_concurrency, len(rows) or 1))
 
         def end_one(row: SessionRow) -> SessionRow | None:

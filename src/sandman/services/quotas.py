@@ -46,14 +46,14 @@ def from_limits(limits: dict[str, Any]) -> Quota:
 
 
 def session_slices(row: SessionRow) -> float:
-    """What a session counts: each GPU it holds, or its MIG instance. The grants are
-    on the row from its reservation (``gpu_parent_uuid``), before its container and
-    ``gpu_uuid`` exist."""
+    """What a session counts: each GPU it holds, its MIG instance, or its share of a
+    shared GPU (``gpu_share``). The grants are on the row from its reservation
+    (``gpu_parent_uuid``), before its container and ``gpu_uuid`` exist."""
     held = row.gpu_parent_uuid or row.gpu_uuid
     if not held:
         return 0.0
     count = len(held.split(","))
-    return sum(grant_slices(row.gpu_name, row.mig_profile) for _ in range(count))
+    return sum(grant_slices(row.gpu_name, row.mig_profile, row.gpu_share) for _ in range(count))
 
 
 def month_start(now: datetime) -> datetime:
@@ -182,7 +182,9 @@ class Quotas:
         """
         found = self.violations(db, user_id, team, project, ask, lock=True)
         if found:
-            raise QuotaExceeded("; ".join(v.message for v in found))
+            raise QuotaExceeded(
+                "; ".join(v.message for v in found), waitable=all(v.waitable for v in found)
+            )
 
     def check_ttl(self, user_id: str, team: str | None, project: str | None, ttl: int) -> None:
         """An extension within every ``max_ttl_minutes`` that applies."""
@@ -234,7 +236,7 @@ def admission_check(quotas: Quotas) -> Any:
         devices: list[GpuDevice],
     ) -> None:
         models = {d.uuid: d.model for d in devices}
-        slices = sum(grant_slices(models.get(a.gpu_uuid), a.profile) for a in allocations)
+        slices = sum(grant_slices(models.get(a.gpu_uuid), a.profile, a.share) for a in allocations)
         held: list[str | None] = [
             *sorted({models[a.gpu_uuid] for a in allocations if a.gpu_uuid in models})
         ]
@@ -250,3 +252,35 @@ def admission_check(quotas: Quotas) -> Any:
             quotas.admit(db, user_id, request.team, request.project, ask)
 
     return admit
+
+
+def queue_check(quotas: Quotas) -> Any:
+    """What ``SessionService`` runs before it queues a request: the quotas no wait
+    would satisfy (a profile not allowed, a TTL too long, a request larger than the
+    limit itself) refuse it now instead of letting it wait for nothing."""
+    from sandman.gpu.types import GpuDevice
+    from sandman.policy.quotas import Priority
+    from sandman.policy.units import request_slices
+    from sandman.services.requests import SessionRequest
+
+    def check(
+        db: Db,
+        user_id: str,
+        request: SessionRequest,
+        ttl: int,
+        image: str,
+        devices: list[GpuDevice],
+    ) -> None:
+        ask = Ask(
+            slices=request_slices(request.gpu, devices),
+            ttl_minutes=ttl,
+            priority=Priority(request.priority),
+            profile=request.gpu.mig_profile,
+            image=image,
+        )
+        found = quotas.violations(db, user_id, request.team, request.project, ask, lock=True)
+        final = [v for v in found if not v.waitable]
+        if final:
+            raise QuotaExceeded("; ".join(v.message for v in final))
+
+    return check

@@ -27,6 +27,7 @@ class SessionRequest:
     priority: str = "normal"  # low | normal | high (policy.quotas.Priority)
     idle_timeout_minutes: int | None = None  # None: the deployment's; 0: never
     labels: dict[str, str] = field(default_factory=dict)
+    queue: bool = False  # wait in the queue when nothing fits now (202, ``queued``)
 
 
 def checked_ttl(settings: Settings, ttl: int) -> int:
@@ -74,6 +75,8 @@ def check_gpu_request(request: GpuRequest) -> None:
         for name in ("mig_profile", "mig_instance_uuid", "gpu_count", "gpu_memory_gb")
         if getattr(request, name) is not None
     ]
+    if request.shared:
+        given.append("shared")
     if len(given) > 1:
         raise InvalidRequest(f"give at most one of {', '.join(given)}")
     if request.gpu_count is not None and not 0 <= request.gpu_count <= 64:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Select, func, or_, select
 
 from sandman.accounts.policy import Visibility
-from sandman.domain import ACTIVE_STATUSES, SessionStatus, validate_user_id
+from sandman.domain import ACTIVE_STATUSES, CURRENT_STATUSES, SessionStatus, validate_user_id
 from sandman.errors import InvalidRequest, NotFound
 from sandman.gpu.types import Claim
 from sandman.services.gpu_claims import claims_from_rows
@@ -14,6 +14,7 @@ from sandman.store.models import GpuClaim
 from sandman.store.models import Session as SessionRow
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
+CURRENT = [s.value for s in CURRENT_STATUSES]  # the active ones and queued requests
 
 
 class SessionReads:
@@ -27,15 +28,21 @@ class SessionReads:
         return row
 
     def _query(
-        self, status: str, user_id: str | None, visible: Visibility | None = None
+        self,
+        status: str,
+        user_id: str | None,
+        visible: Visibility | None = None,
+        queued: bool = False,
     ) -> Select[SessionRow]:
+        """``status`` "active": the sessions holding resources, and with ``queued`` the
+        queued requests too (as users count their sessions)."""
         query = select(SessionRow)
         if visible is not None and not visible.all:
             query = query.where(
                 or_(SessionRow.user_id == visible.user_id, SessionRow.team.in_(visible.teams))
             )
         if status == "active":
-            query = query.where(SessionRow.status.in_(ACTIVE))
+            query = query.where(SessionRow.status.in_(CURRENT if queued else ACTIVE))
         elif status != "all":
             if status not in {s.value for s in SessionStatus}:
                 raise InvalidRequest(
@@ -47,8 +54,10 @@ class SessionReads:
             query = query.where(SessionRow.user_id == validate_user_id(user_id))
         return query
 
-    def list_sessions(self, status: str = "active", user_id: str | None = None) -> list[SessionRow]:
-        return self.page(status, user_id)[0]
+    def list_sessions(
+        self, status: str = "active", user_id: str | None = None, queued: bool = False
+    ) -> list[SessionRow]:
+        return self.page(status, user_id, queued=queued)[0]
 
     def page(
         self,
@@ -57,10 +66,11 @@ class SessionReads:
         limit: int | None = None,
         offset: int = 0,
         visible: Visibility | None = None,
+        queued: bool = False,
     ) -> tuple[list[SessionRow], int]:
         """Sessions ordered by ``created_at`` then ``id``, and how many match in all;
         ``visible`` keeps those a caller may see."""
-        query = self._query(status, user_id, visible)
+        query = self._query(status, user_id, visible, queued)
         ordered = query.order_by(SessionRow.created_at, SessionRow.id).offset(offset)
         if limit is not None:
             ordered = ordered.limit(limit)

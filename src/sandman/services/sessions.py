@@ -19,8 +19,9 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,15 +30,19 @@ from sqlalchemy.orm import Session as Db
 from sandman.config import Settings
 from sandman.domain import SessionStatus, validate_user_id
 from sandman.errors import (
+    CapacityExhausted,
     Conflict,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     RuntimeFailure,
     SandmanError,
     SessionConflict,
 )
+from sandman.gpu.mps import MpsControl, limit_session
 from sandman.gpu.planner import plan
-from sandman.gpu.types import Allocation, GpuDevice, GpuInventory
+from sandman.gpu.sharing import session_share
+from sandman.gpu.types import Allocation, GpuDevice, GpuInventory, GpuRequest
 from sandman.observe.idle import checked_idle_timeout
 from sandman.runtime.base import (
     DEPLOYMENT_LABEL,
@@ -60,7 +65,7 @@ from sandman.services.requests import (
     checked_limits,
     checked_ttl,
 )
-from sandman.services.session_reads import ACTIVE
+from sandman.services.session_reads import CURRENT
 from sandman.services.workspaces import configured_quota
 from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim, User, utcnow
@@ -71,6 +76,8 @@ from sandman.store.transitions import transition
 AdmissionCheck = Callable[
     [Db, str, SessionRequest, int, str, list[Allocation], list[GpuDevice]], None
 ]
+# (db, user, request, ttl, image, devices): raises to refuse what waiting cannot cure.
+QueueCheck = Callable[[Db, str, SessionRequest, int, str, list[GpuDevice]], None]
 log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 20
@@ -84,6 +91,39 @@ class Reservation:
     allocations: list[Allocation]
     private_key: str | None  # only when generated; never stored
     notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Where a request is placed: its GPU allocations (on ``devices``) and its port."""
+
+    allocations: list[Allocation]
+    devices: list[GpuDevice]
+    port: int | None
+
+
+def queue_request(request: SessionRequest) -> dict[str, Any]:
+    """What a queued row keeps of its request to place it later (the rest is on the row)."""
+    return {"gpu": asdict(request.gpu)}
+
+
+def queued_request(row: SessionRow) -> SessionRequest:
+    """The request a queued row stands for, as ``_place`` takes it."""
+    asked = dict((row.queue_request or {}).get("gpu") or {})
+    known = {f.name for f in fields(GpuRequest)}
+    return SessionRequest(
+        user_id=row.user_id,
+        ttl_minutes=row.ttl_minutes,
+        gpu=GpuRequest(**{k: v for k, v in asked.items() if k in known}),
+        image=row.image,
+        cpus=row.cpus,
+        memory=row.memory,
+        team=row.team,
+        project=row.project,
+        priority=row.priority,
+        idle_timeout_minutes=row.idle_timeout_minutes,
+        labels=dict(row.labels),
+    )
 
 
 @dataclass(frozen=True)
@@ -118,6 +158,7 @@ class SessionService(SessionEnding):
         self.worker_id = worker_id
         self.clock = clock
         self.probe = probe
+        self.mps = MpsControl(settings.mps_pipe_directory)  # GPUs shared with MPS
         self.start_hooks: list[SessionHook] = []  # the session is running
         self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
         self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
@@ -125,6 +166,9 @@ class SessionService(SessionEnding):
         # (quotas) rolls the whole reservation back.
         self.admission_checks: list[AdmissionCheck] = []
         self.extension_checks: list[Callable[[SessionRow, int], None]] = []
+        # Run before a request is queued: a refusal (a quota no wait would satisfy)
+        # is the answer instead of a place in the queue.
+        self.queue_checks: list[QueueCheck] = []
         # The gateway's identity: trusted through certificates of these CAs when set,
         # else authorized in the containers itself.
         self.gateway_key: str | None = None
@@ -178,6 +222,9 @@ class SessionService(SessionEnding):
     def launch(self, reservation: Reservation) -> CreatedSession:
         """Start what ``reserve`` committed; on any failure give everything back."""
         row = reservation.session
+        if row.status == SessionStatus.QUEUED:  # it waits; the queue launches it later
+            self._not_busy(row.id)
+            return CreatedSession(row, reservation.private_key, reservation.notes)
         started: list[ContainerState] = []
         try:
             row = self._start(row, reservation.allocations, started)
@@ -206,13 +253,8 @@ class SessionService(SessionEnding):
         memory: str,
         keys: list[str],
     ) -> tuple[SessionRow, list[Allocation], str | None]:
-        """Commit the session row with its GPU units and port, or explain why not.
-
-        What is held (the claims) is read before what exists (the devices), both
-        inside the transaction: an instance an admin destroys meanwhile is either
-        still claimed by the admin when the claims are read, or already gone when
-        the devices are.
-        """
+        """Commit the session row with its GPU units and port, or explain why not; a
+        request that asked to wait and does not fit yet is committed ``queued``."""
         for attempt in range(RESERVE_ATTEMPTS):
             try:
                 with self.db.transaction() as db:
@@ -224,25 +266,6 @@ class SessionService(SessionEnding):
                     if not keys:
                         pair = generate_key_pair(f"{user_id}@sandman")
                         keys, private_key = [pair.public_openssh], pair.private_openssh
-                    claims = claims_from_rows(list(db.scalars(select(GpuClaim))))
-                    devices = self.inventory.devices()
-                    allocations = plan(
-                        request.gpu,
-                        devices,
-                        claims,
-                        default_profile=self.settings.default_mig_profile,
-                        allow_fallback=self.settings.mig_fallback,
-                    )
-                    for admit in self.admission_checks:
-                        admit(db, user_id, request, ttl, image, allocations, devices)
-                    port = None
-                    if self.runtime.publishes_ports:
-                        port = choose_port(
-                            self.settings.ssh_port_start,
-                            self.settings.ssh_port_end,
-                            db.scalars(select(PortClaim.port)),
-                            self.settings.ssh_bind_address,
-                        )
                     now = self.clock()
                     row = SessionRow(
                         id=session_id,
@@ -250,7 +273,6 @@ class SessionService(SessionEnding):
                         status=SessionStatus.STARTING.value,
                         image=image,
                         container_name=f"{self.settings.container_prefix}-{user_id}",
-                        ssh_port=port,
                         cpus=cpus,
                         memory=memory,
                         team=request.team,
@@ -264,19 +286,133 @@ class SessionService(SessionEnding):
                         expires_at=now + timedelta(minutes=ttl),
                         worker_id=self.worker_id,
                         version=0,
-                        **session_gpu_fields(allocations, devices),
                     )
+                    try:
+                        grant = self._place(db, user_id, request, ttl, image)
+                    except (CapacityExhausted, QuotaExceeded) as exc:
+                        if not request.queue or not getattr(exc, "waitable", True):
+                            raise
+                        devices = self.inventory.devices()
+                        for check in self.queue_checks:  # what waiting cannot cure
+                            check(db, user_id, request, ttl, image, devices)
+                        row.status = SessionStatus.QUEUED.value
+                        row.expires_at = now + timedelta(seconds=self.settings.queue_timeout)
+                        row.worker_id = None
+                        row.queue_request = queue_request(request)
+                        row.queue_reason = exc.message
+                        db.add(row)
+                        db.flush()
+                        return row, [], private_key
+                    row.ssh_port = grant.port
+                    for name, value in session_gpu_fields(grant.allocations, grant.devices).items():
+                        setattr(row, name, value)
                     db.add(row)
                     db.flush()
-                    for allocation in allocations:
-                        db.add_all(claim_rows(session_id, allocation))
-                    if port is not None:
-                        db.add(PortClaim(port=port, session_id=session_id))
-                return row, allocations, private_key
+                    self._hold(db, session_id, grant)
+                return row, grant.allocations, private_key
             except IntegrityError as exc:
                 log.info("reservation raced (attempt %d): %s", attempt + 1, exc.orig)
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the winner commit
         raise Conflict("could not reserve resources: too many concurrent requests, try again")
+
+    def _place(self, db: Db, user_id: str, request: SessionRequest, ttl: int, image: str) -> Grant:
+        """Where the request goes now and that every admission check allows it.
+
+        What is held (the claims) is read before what exists (the devices), both
+        inside the transaction: an instance an admin destroys meanwhile is either
+        still claimed by the admin when the claims are read, or already gone when
+        the devices are.
+        """
+        claims = claims_from_rows(list(db.scalars(select(GpuClaim))))
+        devices = self.inventory.devices()
+        allocations = plan(
+            request.gpu,
+            devices,
+            claims,
+            default_profile=self.settings.default_mig_profile,
+            allow_fallback=self.settings.mig_fallback,
+        )
+        for admit in self.admission_checks:
+            admit(db, user_id, request, ttl, image, allocations, devices)
+        port = None
+        if self.runtime.publishes_ports:
+            port = choose_port(
+                self.settings.ssh_port_start,
+                self.settings.ssh_port_end,
+                db.scalars(select(PortClaim.port)),
+                self.settings.ssh_bind_address,
+            )
+        return Grant(allocations, devices, port)
+
+    @staticmethod
+    def _hold(db: Db, session_id: str, grant: Grant) -> None:
+        for allocation in grant.allocations:
+            db.add_all(claim_rows(session_id, allocation))
+        if grant.port is not None:
+            db.add(PortClaim(port=grant.port, session_id=session_id))
+
+    # ----------------------------------------------------------------- queue
+    def promote(self, session_id: str) -> Reservation | None:
+        """Place a queued request now: its row becomes ``starting`` with its grants,
+        ready to ``launch``. None when it does not fit yet (or is no longer queued);
+        a request a changed quota no longer allows at all is cancelled, saying so."""
+        with self._busy_lock:
+            self._busy.add(session_id)
+        try:
+            found = self._promote(session_id)
+        except BaseException:
+            self._not_busy(session_id)
+            raise
+        if isinstance(found, Reservation):
+            return found
+        self._not_busy(session_id)
+        if found is not None:
+            self.cancel_queued(session_id, found)
+        return None
+
+    def _promote(self, session_id: str) -> Reservation | str | None:
+        for attempt in range(RESERVE_ATTEMPTS):
+            try:
+                with self.db.transaction() as db:
+                    row = db.get(SessionRow, session_id)
+                    if row is None or row.status != SessionStatus.QUEUED:
+                        return None
+                    request = queued_request(row)
+                    try:
+                        grant = self._place(db, row.user_id, request, row.ttl_minutes, row.image)
+                    except (CapacityExhausted, QuotaExceeded) as exc:
+                        if isinstance(exc, QuotaExceeded) and not exc.waitable:
+                            return f"no longer allowed: {exc.message}"
+                        if row.queue_reason != exc.message:
+                            row.queue_reason = exc.message
+                        return None
+                    except InvalidRequest as exc:  # the GPUs changed: it can never start
+                        return f"can no longer be served here: {exc.message}"
+                    now = self.clock()
+                    values: dict[str, Any] = {
+                        **session_gpu_fields(grant.allocations, grant.devices),
+                        "expires_at": now + timedelta(minutes=row.ttl_minutes),
+                        "worker_id": self.worker_id,
+                        "ssh_port": grant.port,
+                        "queue_reason": None,
+                    }
+                    if not transition(
+                        db,
+                        session_id,
+                        [SessionStatus.QUEUED],
+                        SessionStatus.STARTING,
+                        seen_version=row.version,
+                        **values,
+                    ):
+                        return None  # cancelled meanwhile
+                    self._hold(db, session_id, grant)
+                    db.refresh(row)
+                notes = tuple(n for a in grant.allocations for n in a.notes)
+                return Reservation(row, grant.allocations, None, notes)
+            except IntegrityError as exc:
+                log.info("promotion raced (attempt %d): %s", attempt + 1, exc.orig)
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+        return None
 
     def _start(
         self, row: SessionRow, allocations: list[Allocation], started: list[ContainerState]
@@ -303,6 +439,8 @@ class SessionService(SessionEnding):
             uid, gid = user.uid, user.gid
             quota = configured_quota(db, row.user_id, self.settings.workspace_quota)
         host_key = self.host_keys.pair(row.user_id)
+        share = session_share(allocations)
+        limit_session(self.mps, share, self.inventory, uid)
         session = SessionContainer(
             session_id=row.id,
             user_id=row.user_id,
@@ -326,6 +464,7 @@ class SessionService(SessionEnding):
             host_key=host_key,
             trusted_ca_keys=tuple(self.trusted_ca_keys() if self.trusted_ca_keys else ()),
             workspace_quota=quota,
+            gpu_share=share,
         )
         self._clear_stale_container(row.container_name, row.id)
         state = self.runtime.start(session_launch(session))
@@ -452,8 +591,13 @@ class SessionService(SessionEnding):
 
     def _refuse_second_session(self, db: Db, user_id: str) -> None:
         existing = db.scalars(
-            select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.status.in_(ACTIVE))
+            select(SessionRow).where(SessionRow.user_id == user_id, SessionRow.status.in_(CURRENT))
         ).first()
+        if existing is not None and existing.status == SessionStatus.QUEUED:
+            raise SessionConflict(
+                f"user {user_id} already has a queued request {existing.id} "
+                f"(since {existing.created_at.isoformat()}); cancel it with DELETE first"
+            )
         if existing is not None:
             raise SessionConflict(
                 f"user {user_id} already has an active session {existing.id} "
@@ -462,4 +606,4 @@ class SessionService(SessionEnding):
             )
 
 
-__all__ = ["CreatedSession", "Reservation", "SessionRequest", "SessionService"]
+__all__ = ["CreatedSession", "Grant", "Reservation", "SessionRequest", "SessionService"]

@@ -26,7 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-ACTIVE_SQL = "status IN ('starting', 'running', 'stopping')"
+# A user's one session: an active one or a queued request (domain.CURRENT_STATUSES).
+ACTIVE_SQL = "status IN ('starting', 'running', 'stopping', 'queued')"
 
 
 def utcnow() -> datetime:
@@ -101,6 +102,7 @@ class Session(Base):
     mig_profile: Mapped[str | None] = mapped_column(String(32))
     mig_instance_uuid: Mapped[str | None] = mapped_column(String(96))
     gpu_fallback: Mapped[bool] = mapped_column(default=False)
+    gpu_share: Mapped[float | None] = mapped_column()  # a shared GPU's fraction: 0.25
     cpus: Mapped[float] = mapped_column()
     memory: Mapped[str] = mapped_column(String(16))
     team: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -123,6 +125,13 @@ class Session(Base):
     priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
     # The session's own idle timeout; None: the deployment's; 0: never.
     idle_timeout_minutes: Mapped[int | None] = mapped_column(Integer)
+    # The wait queue: what a queued request asked for (to place it when room frees),
+    # and why it waits. ``expires_at`` of a queued row is its queue deadline.
+    queue_request: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    queue_reason: Mapped[str | None] = mapped_column(Text)
+    # Preemption: when the grace ends, and the queued request it makes room for.
+    preempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    preempted_for: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (
         Index("ix_sessions_created_at_id", "created_at", "id"),

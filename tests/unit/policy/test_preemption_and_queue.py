@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.unit.gpu.gpu_helpers import device
 
 from sandman.gpu.types import Claim, GpuRequest
-from sandman.policy.preemption import Running, choose_victims, protected
+from sandman.policy.preemption import Running, choose_victims, protected, reach
 from sandman.policy.queue import (
     Holding,
     UsageEvent,
@@ -196,3 +196,26 @@ def test_the_queue_never_starts_what_does_not_fit(profiles: list[str]) -> None:
             mask = ((1 << claim.size) - 1) << claim.start
             assert not used & mask, "two started requests share a memory slice"
             used |= mask
+
+
+def test_within_its_guarantee_a_request_reaches_its_own_priority_beyond_it_lower_ones() -> None:
+    assert reach(Priority.NORMAL, team_slices=4, ask_slices=3, guarantee=7) == Priority.NORMAL
+    assert reach(Priority.NORMAL, team_slices=5, ask_slices=3, guarantee=7) == Priority.LOW
+    assert reach(Priority.HIGH, team_slices=0, ask_slices=7, guarantee=0) == Priority.NORMAL
+    assert reach(Priority.LOW, team_slices=0, ask_slices=1, guarantee=0) is None
+    assert reach(Priority.LOW, team_slices=0, ask_slices=1, guarantee=1) == Priority.LOW
+
+
+@given(
+    priority=st.sampled_from(PRIORITIES),
+    team_slices=st.floats(0, 56),
+    ask=st.floats(0.25, 56),
+    guarantee=st.floats(0, 56),
+)
+def test_reach_is_never_above_the_requests_own_priority(
+    priority: Priority, team_slices: float, ask: float, guarantee: float
+) -> None:
+    found = reach(priority, team_slices, ask, guarantee)
+    assert found is None or found.rank <= priority.rank
+    if team_slices + ask > guarantee + 1e-6:
+        assert found is None or found.rank < priority.rank

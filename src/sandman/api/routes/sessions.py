@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -31,18 +32,20 @@ from sandman.api.schemas import (
 )
 from sandman.core import Sandman
 from sandman.domain import SessionStatus
+from sandman.errors import CapacityExhausted, SandmanError
 from sandman.gpu.planner import free_summary
 from sandman.gpu.types import GpuRequest
 from sandman.services.requests import SessionRequest
 from sandman.store.models import Session as SessionRow
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["sessions"])
 App = Annotated[Sandman, Depends(sandman)]
 
 
 def _outs(app: Sandman, rows: list[SessionRow]) -> list[dict[str, Any]]:
     quotas = app.workspaces.summaries(row.user_id for row in rows)
-    return [
+    outs = [
         session_out(
             row,
             app.settings,
@@ -54,6 +57,13 @@ def _outs(app: Sandman, rows: list[SessionRow]) -> list[dict[str, Any]]:
         )
         for row in rows
     ]
+    if any(row.status == SessionStatus.QUEUED for row in rows):
+        view = app.queue.view()
+        for out in outs:
+            entry = view.entry(out["id"])
+            if entry is not None:
+                out["queue_position"], out["eta"] = entry.position, entry.eta
+    return outs
 
 
 def _out(app: Sandman, row: SessionRow) -> dict[str, Any]:
@@ -79,7 +89,9 @@ def _visible(app: Sandman, caller: Caller, session_id: str, action: Action) -> S
         202: {
             "model": CreatedSessionOut,
             "description": "With ``wait=false``: the session is reserved and ``starting``; "
-            "poll the ``Location`` header's URL until it is ``running``.",
+            "poll the ``Location`` header's URL until it is ``running``. With "
+            "``queue: true`` and nothing free: the request is ``queued``, with "
+            "``queue_position``, ``eta`` and ``reason``.",
         },
         **errors(403, 404, 409, 503),
     },
@@ -102,37 +114,67 @@ async def create_session(
     charge = await run_in_threadpool(
         app.accounts.prepare_session, caller, user_id, body.team, body.project
     )
-    created = await app.creator.create(
-        SessionRequest(
-            user_id=user_id,
-            ttl_minutes=body.ttl_minutes,
-            gpu=GpuRequest(
-                mig_profile=body.mig_profile,
-                mig_instance_uuid=body.mig_instance_uuid,
-                gpu_count=body.gpu_count,
-                gpu_memory_gb=body.gpu_memory_gb,
-            ),
-            image=body.image,
-            ssh_public_keys=body.ssh_public_keys,
-            cpus=body.cpus,
-            memory=body.memory,
-            team=charge.team,
-            project=charge.project,
-            priority=body.priority,
-            idle_timeout_minutes=body.idle_timeout_minutes,
-            labels=dict(body.labels),
+    asked = SessionRequest(
+        user_id=user_id,
+        ttl_minutes=body.ttl_minutes,
+        gpu=GpuRequest(
+            mig_profile=body.mig_profile,
+            mig_instance_uuid=body.mig_instance_uuid,
+            gpu_count=body.gpu_count,
+            gpu_memory_gb=body.gpu_memory_gb,
+            shared=body.shared,
         ),
-        wait_ready=wait,
+        image=body.image,
+        ssh_public_keys=body.ssh_public_keys,
+        cpus=body.cpus,
+        memory=body.memory,
+        team=charge.team,
+        project=charge.project,
+        priority=body.priority,
+        idle_timeout_minutes=body.idle_timeout_minutes,
+        labels=dict(body.labels),
+        queue=body.queue,
     )
+    try:
+        created = await app.creator.create(asked, wait_ready=wait)
+    except CapacityExhausted as exc:
+        await run_in_threadpool(_quote_eta, app, exc, asked)
+        raise
     request.state.audit_target = created.session.id
     request.state.audit_detail = {"user_id": user_id, "team": charge.team}
     out = await asyncio.to_thread(_out, app, created.session)  # reads the disk
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
-    if not wait:
+    if created.session.status == SessionStatus.QUEUED:
+        app.queue.wake()  # a preemption may make room
+    if not wait or created.session.status == SessionStatus.QUEUED:
         response.status_code = status.HTTP_202_ACCEPTED
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.session.id}"
     return out
+
+
+def _quote_eta(app: Sandman, exc: CapacityExhausted, asked: SessionRequest) -> None:
+    """A refusal for want of room says when the request would start had it queued."""
+    try:
+        eta = app.queue.eta_for(
+            asked.user_id,
+            asked.team,
+            asked.priority,
+            asked.gpu,
+            asked.ttl_minutes or app.settings.default_ttl_minutes,
+        )
+    except SandmanError as failed:  # the answer stays the refusal
+        log.warning("no ETA for a refused request: %s", failed.message)
+        return
+    now = app.queue.clock()
+    exc.details = {"eta": eta.isoformat().replace("+00:00", "Z") if eta else None}
+    wait = (eta - now).total_seconds() if eta is not None else 60.0
+    exc.retry_after = min(max(wait, 1.0), 3600.0)
+    hint = "ask with queue: true to wait in the queue"
+    if eta is not None:
+        exc.message += f"; it would start around {eta.strftime('%Y-%m-%d %H:%M')} UTC: {hint}"
+    else:
+        exc.message += f"; nothing known to end would make room yet: {hint}"
 
 
 TOTAL_HEADER = {
@@ -169,11 +211,12 @@ def list_sessions(
     offset: Annotated[int, Query(ge=0, le=10**9, description="Skip this many first")] = 0,
 ) -> list[dict[str, Any]]:
     """Sessions oldest first (``created_at``, then ``id``); the total is in ``X-Total-Count``.
+    ``active`` includes queued requests.
 
     Users see their own sessions (and a team lead the team's); operators and admins all.
     """
     visible = session_visibility(caller)
-    rows, total = app.sessions.page(status, user_id, limit, offset, visible)
+    rows, total = app.sessions.page(status, user_id, limit, offset, visible, queued=True)
     response.headers["X-Total-Count"] = str(total)
     return _outs(app, rows)
 
@@ -185,6 +228,8 @@ def session_stats(app: App) -> dict[str, Any]:
     by_profile: dict[str, int] = {}
     for row in active:
         key = row.mig_profile or ("whole-gpu" if row.gpu_uuid else "no-gpu")
+        if row.gpu_share is not None:
+            key = "shared"
         by_profile[key] = by_profile.get(key, 0) + 1
     return {
         "by_status": app.sessions.counts_by_status(),
@@ -220,7 +265,8 @@ def extend_session(
 
 @router.delete("/sessions/{session_id}", name="session.end", responses=errors(403, 404, 503))
 def delete_session(session_id: str, app: App, caller: Who) -> dict[str, Any]:
-    """End the session and reclaim container, GPU slice and port; idempotent."""
+    """End the session and reclaim container, GPU slice and port; idempotent. A queued
+    request is cancelled (status ``cancelled``)."""
     _visible(app, caller, session_id, Action.SESSION_END)
     reason = "deleted through the API"
     if caller.user_id is not None:
@@ -236,6 +282,7 @@ def delete_session(session_id: str, app: App, caller: Who) -> dict[str, Any]:
     dependencies=[allow(Action.SESSION_END_ALL)],
 )
 def delete_all_sessions(app: App) -> dict[str, Any]:
-    """End every active session, ``delete_concurrency`` at a time."""
+    """End every active session and cancel every queued request, ``delete_concurrency``
+    at a time."""
     ended = app.sessions.end_all("all sessions deleted through the API")
     return {"message": f"{len(ended)} sessions ended", "ended": [row.id for row in ended]}
