@@ -59,6 +59,7 @@ class SessionEnding(SessionReads):
     clock: Callable[[], datetime]
     stop_hooks: list[SessionHook]
     end_hooks: list[SessionHook]
+    release_hooks: list[Callable[[Db, SessionRow, datetime], None]]
     _busy: set[str]  # sessions this process is creating
     _ending: set[str]  # sessions a thread of this process is ending
     _busy_lock: threading.Lock
@@ -265,16 +266,20 @@ class SessionEnding(SessionReads):
         with self.db.transaction() as db:
             db.execute(delete(GpuClaim).where(GpuClaim.session_id == row.id))
             db.execute(delete(PortClaim).where(PortClaim.session_id == row.id))
-            transition(
+            now = self.clock()
+            ended = transition(
                 db,
                 row.id,
                 [SessionStatus.STOPPING],
                 teardown.final,
                 owner=self.worker_id,
-                ended_at=self.clock(),
+                ended_at=now,
             )
             row = db.get_one(SessionRow, row.id)
             db.refresh(row)
+            if ended:  # exactly once per session: the grant's end, with the claims' delete
+                for hook in self.release_hooks:
+                    hook(db, row, now)
         self.runtime.discard(row.id)
         log.info("session %s of %s ended (%s): %s", row.id, row.user_id, row.status, reason)
         self._run_hooks(self.end_hooks, row.user_id, row.id, reason)

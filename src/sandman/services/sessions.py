@@ -78,6 +78,7 @@ AdmissionCheck = Callable[
 ]
 # (db, user, request, ttl, image, devices): raises to refuse what waiting cannot cure.
 QueueCheck = Callable[[Db, str, SessionRequest, int, str, list[GpuDevice]], None]
+LedgerHook = Callable[[Db, SessionRow, datetime], None]  # (db, session, at)
 log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 20
@@ -169,6 +170,12 @@ class SessionService(SessionEnding):
         # Run before a request is queued: a refusal (a quota no wait would satisfy)
         # is the answer instead of a place in the queue.
         self.queue_checks: list[QueueCheck] = []
+        # Inside the transaction that grants a session its GPUs (reservation or
+        # promotion from the queue), and the one that takes them back (teardown).
+        self.grant_hooks: list[LedgerHook] = []
+        self.release_hooks: list[LedgerHook] = []
+        # Told of every request's outcome: (request, "started"|"queued"|"refused", why).
+        self.demand_hooks: list[Callable[[SessionRequest, str, str | None], None]] = []
         # The gateway's identity: trusted through certificates of these CAs when set,
         # else authorized in the containers itself.
         self.gateway_key: str | None = None
@@ -213,9 +220,13 @@ class SessionService(SessionEnding):
             row, allocations, private_key = self._reserve(
                 session_id, user_id, request, ttl, image, cpus, memory, keys
             )
-        except BaseException:
+        except BaseException as exc:
             self._not_busy(session_id)
+            if isinstance(exc, CapacityExhausted | QuotaExceeded):
+                self._demand(request, "refused", exc.message)
             raise
+        queued = row.status == SessionStatus.QUEUED
+        self._demand(request, "queued" if queued else "started", row.queue_reason)
         notes = tuple(n for a in allocations for n in a.notes)
         return Reservation(row, allocations, private_key, notes)
 
@@ -308,12 +319,19 @@ class SessionService(SessionEnding):
                         setattr(row, name, value)
                     db.add(row)
                     db.flush()
-                    self._hold(db, session_id, grant)
+                    self._hold(db, row, grant, now)
                 return row, grant.allocations, private_key
             except IntegrityError as exc:
                 log.info("reservation raced (attempt %d): %s", attempt + 1, exc.orig)
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the winner commit
         raise Conflict("could not reserve resources: too many concurrent requests, try again")
+
+    def _demand(self, request: SessionRequest, outcome: str, why: str | None) -> None:
+        for hook in self.demand_hooks:
+            try:
+                hook(request, outcome, why)
+            except Exception:
+                log.exception("demand hook %r failed", hook)
 
     def _place(self, db: Db, user_id: str, request: SessionRequest, ttl: int, image: str) -> Grant:
         """Where the request goes now and that every admission check allows it.
@@ -344,12 +362,15 @@ class SessionService(SessionEnding):
             )
         return Grant(allocations, devices, port)
 
-    @staticmethod
-    def _hold(db: Db, session_id: str, grant: Grant) -> None:
+    def _hold(self, db: Db, row: SessionRow, grant: Grant, now: datetime) -> None:
+        """Write the grant's claims, and tell ``grant_hooks`` (the cost ledger) in the
+        same transaction: a grant and its record commit together or not at all."""
         for allocation in grant.allocations:
-            db.add_all(claim_rows(session_id, allocation))
+            db.add_all(claim_rows(row.id, allocation))
         if grant.port is not None:
-            db.add(PortClaim(port=grant.port, session_id=session_id))
+            db.add(PortClaim(port=grant.port, session_id=row.id))
+        for hook in self.grant_hooks:
+            hook(db, row, now)
 
     # ----------------------------------------------------------------- queue
     def promote(self, session_id: str) -> Reservation | None:
@@ -405,8 +426,8 @@ class SessionService(SessionEnding):
                         **values,
                     ):
                         return None  # cancelled meanwhile
-                    self._hold(db, session_id, grant)
                     db.refresh(row)
+                    self._hold(db, row, grant, now)
                 notes = tuple(n for a in grant.allocations for n in a.notes)
                 return Reservation(row, grant.allocations, None, notes)
             except IntegrityError as exc:
