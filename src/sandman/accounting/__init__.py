@@ -1,0 +1,1 @@
+"""Accounting: the cost ledger, rates, budgets, usage reports, capacity and layout advice."""
