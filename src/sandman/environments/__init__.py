@@ -1,0 +1,1 @@
+"""Environments: named recipes of session images and the web apps they offer."""
