@@ -17,6 +17,7 @@ from pydantic import (
 
 from sandman.config import Settings
 from sandman.domain import ACTIVE_STATUSES, RESERVED_USER_IDS, USER_ID_PATTERN, SessionStatus
+from sandman.policy.workload import WORKLOAD_PATTERN
 from sandman.services.requests import MEMORY_PATTERN
 from sandman.store.models import Session as SessionRow
 
@@ -64,6 +65,14 @@ class CreateSessionBody(BaseModel):
     mig_instance_uuid: str | None = Field(None, description="An exact MIG instance.")
     gpu_count: int | None = Field(None, description="Whole GPUs; 0 for none.")
     gpu_memory_gb: float | None = Field(None, description="Smallest slice with this memory.")
+    workload_type: str | None = Field(
+        None,
+        description="training, inference, interactive or development (any case). Alone "
+        "or with gpu_memory_gb it picks the share: MIG for inference and development, "
+        "whole GPUs for training where the machine has them, the smallest fit for "
+        "interactive. Beside another GPU field it is only recorded (label workload_type).",
+        json_schema_extra={"pattern": WORKLOAD_PATTERN},
+    )
     shared: bool = Field(
         False,
         description="A replica of a GPU shared by several sessions (time-slicing or MPS; "

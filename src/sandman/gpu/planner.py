@@ -267,6 +267,8 @@ def plan(
         raise InvalidRequest(
             "set at most one of mig_profile, mig_instance_uuid, gpu_count, gpu_memory_gb, shared"
         )
+    if request.whole and request.gpu_memory_gb is None:
+        raise InvalidRequest("whole needs gpu_memory_gb: the least memory of the whole GPU")
     gpus = _build(devices, claims)
     if request.shared:
         return [_plan_shared(gpus)]
@@ -275,7 +277,7 @@ def plan(
     if request.gpu_count is not None:
         return _plan_whole(request.gpu_count, gpus)
     if request.gpu_memory_gb is not None:
-        return [_plan_memory(request.gpu_memory_gb, gpus)]
+        return [_plan_memory(request.gpu_memory_gb, gpus, whole_only=request.whole)]
     if request.mig_profile is not None:
         return [_plan_profile(request.mig_profile.strip().lower(), gpus, allow_fallback)]
     if default_profile is None:
@@ -455,12 +457,14 @@ def _plan_profile(name: str, gpus: list[_Gpu], allow_fallback: bool) -> Allocati
     raise CapacityExhausted(f"no free {name}: free now: {_describe_free(gpus)}")
 
 
-def _plan_memory(gb: float, gpus: list[_Gpu]) -> Allocation:
+def _plan_memory(gb: float, gpus: list[_Gpu], whole_only: bool = False) -> Allocation:
+    """The smallest free share with ``gb`` of memory: a MIG instance or a whole GPU, or
+    (``whole_only``) only a whole GPU."""
     if gb <= 0:
         raise InvalidRequest(f"gpu_memory_gb must be positive, not {gb}")
     names: dict[str, int] = {}
     for g in gpus:
-        if g.mode is MigMode.DISABLED or g.model is None:
+        if whole_only or g.mode is MigMode.DISABLED or g.model is None:
             continue
         for p in g.model.profiles:
             if not p.media and p.memory_gb >= gb:

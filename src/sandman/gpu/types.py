@@ -119,6 +119,7 @@ class GpuRequest:
     gpu_count: int | None = None  # whole GPUs; 0 = no GPU at all
     gpu_memory_gb: float | None = None
     shared: bool = False  # one replica of a shared GPU (time-slicing or MPS)
+    whole: bool = False  # with gpu_memory_gb: a whole GPU of that memory, never MIG
 
 
 @dataclass(frozen=True)

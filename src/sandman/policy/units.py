@@ -48,6 +48,8 @@ def request_slices(request: GpuRequest, devices: Sequence[GpuDevice]) -> float:
     """
     if request.gpu_count is not None:
         return request.gpu_count * WHOLE
+    if request.whole:  # a whole GPU of some memory
+        return WHOLE
     if request.shared:
         shares = [d.sharing.share for d in devices if d.sharing is not None]
         return min(shares, default=1.0) * WHOLE

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from sandman.config import Settings
 from sandman.errors import InvalidRequest
-from sandman.gpu.types import GpuRequest
+from sandman.gpu.types import GpuDevice, GpuRequest
+from sandman.policy.workload import choose, parse_workload
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,32 @@ class SessionRequest:
     idle_timeout_minutes: int | None = None  # None: the deployment's; 0: never
     labels: dict[str, str] = field(default_factory=dict)
     queue: bool = False  # wait in the queue when nothing fits now (202, ``queued``)
+    # training | inference | interactive | development: with gpu_memory_gb (or alone)
+    # it picks the GPU share (policy.workload); recorded in the label workload_type.
+    workload_type: str | None = None
+    use_mig: bool | None = None  # seed 003's useMig: overrides the workload's preference
+
+
+WORKLOAD_LABEL = "workload_type"
+
+
+def with_workload(
+    request: SessionRequest, devices: Callable[[], Sequence[GpuDevice]]
+) -> SessionRequest:
+    """The request with its workload's GPU share chosen and the workload recorded.
+
+    Only a request that names no share but (at most) ``gpu_memory_gb`` is given one;
+    a named profile, instance, count or shared replica stands, the workload recorded.
+    """
+    if request.workload_type is None:
+        return request
+    workload = parse_workload(request.workload_type)
+    gpu = request.gpu
+    labels = {**request.labels, WORKLOAD_LABEL: workload.value}
+    open_ = GpuRequest(gpu_memory_gb=gpu.gpu_memory_gb)
+    if gpu == open_:
+        gpu = choose(workload, gpu.gpu_memory_gb, devices(), request.use_mig).request
+    return replace(request, gpu=gpu, labels=labels, workload_type=workload.value)
 
 
 def checked_ttl(settings: Settings, ttl: int) -> int:
@@ -83,3 +111,5 @@ def check_gpu_request(request: GpuRequest) -> None:
         raise InvalidRequest("gpu_count must be between 0 and 64")
     if request.gpu_memory_gb is not None and request.gpu_memory_gb <= 0:
         raise InvalidRequest("gpu_memory_gb must be positive")
+    if request.whole and request.gpu_memory_gb is None:
+        raise InvalidRequest("whole needs gpu_memory_gb")

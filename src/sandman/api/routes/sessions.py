@@ -134,6 +134,7 @@ async def create_session(
         idle_timeout_minutes=body.idle_timeout_minutes,
         labels=dict(body.labels),
         queue=body.queue,
+        workload_type=body.workload_type,
     )
     try:
         created = await app.creator.create(asked, wait_ready=wait)
