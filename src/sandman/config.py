@@ -236,6 +236,31 @@ class Settings(BaseSettings):
         description="Past GPU use counts half after this long in the queue's fair-share order.",
     )
 
+    # --- costs (see README "Costs"; a rates file overrides these) ---
+    rates_file: Path | None = Field(
+        None,
+        description="A YAML file of rates (deploy/rates.example.yaml): currency, rates per "
+        "GPU model, per MIG profile, the low-priority discount; read at start-up.",
+    )
+    gpu_rates: str = Field(
+        "H100-80GB=8.0,A100-80GB=6.0,RTX-4090=2.0",
+        description="Price of one whole GPU for an hour, per model: MODEL=RATE,... "
+        "(catalogue keys or nvidia-smi names). A MIG instance costs its slices/7 of it.",
+    )
+    default_gpu_rate: float = Field(
+        0.0, ge=0, description="Price per GPU-hour of models gpu_rates does not list."
+    )
+    currency: str = Field(
+        "USD", min_length=1, max_length=16, description="The currency label of every cost."
+    )
+    low_priority_discount: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="The fraction `low` priority sessions do not pay (0.25: they pay 75%); "
+        "reports show it as its own row.",
+    )
+
     # --- runtime ---
     runtime: Literal["docker"] = Field(
         "docker", description="Where sessions run: docker (this host's Docker engine)."
@@ -377,6 +402,12 @@ class Settings(BaseSettings):
         description="How long one-minute averages per session and per GPU are kept (30d); "
         "pruned hourly.",
     )
+    demand_retention: Duration = Field(
+        90 * 86400.0,
+        gt=0,
+        description="How long the demand log keeps each session request and its outcome "
+        "(90d), for the capacity view and the layout advice; pruned hourly.",
+    )
 
     # --- alerts and notifications ---
     alerts_token: SecretStr | None = Field(
@@ -440,6 +471,18 @@ class Settings(BaseSettings):
 
         try:
             parse_sharing_setting(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+        return value.strip()
+
+    @field_validator("gpu_rates")
+    @classmethod
+    def _gpu_rates(cls, value: str) -> str:
+        from sandman.accounting.rates import parse_rate_list
+        from sandman.errors import ConfigurationError
+
+        try:
+            parse_rate_list(value)
         except ConfigurationError as exc:
             raise ValueError(exc.message) from None
         return value.strip()

@@ -15,10 +15,16 @@ from datetime import timedelta
 
 import asyncssh
 
+from sandman.accounting.budget_service import Budgets
+from sandman.accounting.budgets import BudgetKind
+from sandman.accounting.demand import CapacityReport, DemandLog
+from sandman.accounting.rates import load_rates
+from sandman.accounting.service import UsageLedger
 from sandman.accounts.audit import Entry
 from sandman.accounts.service import Accounts
 from sandman.accounts.sso import SingleSignOn
 from sandman.config import Settings
+from sandman.domain import SessionStatus
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
@@ -34,7 +40,7 @@ from sandman.observe.idle_sweep import IdleChannels, IdleReclaim
 from sandman.observe.notify import Notifier
 from sandman.observe.notify_send import MailSender, TerminalSender, WebhookSender
 from sandman.observe.notify_store import NotificationSettings
-from sandman.observe.service_metrics import queue_families
+from sandman.observe.service_metrics import budget_families, queue_families
 from sandman.observe.wiring import Metrics
 from sandman.runtime import make_runtime
 from sandman.runtime.base import SessionRuntime
@@ -175,6 +181,40 @@ class Sandman:
         # The wait queue: a pass whenever a session ends, and on its timer.
         self.queue = WaitQueue(settings, self.db, self.sessions, self.quotas, self.creator.launch)
         self.sessions.end_hooks.append(self.queue.wake)
+        # The demand log: every request's outcome, for the capacity view and layout advice.
+        self.demand = DemandLog(
+            self.db,
+            self.inventory.devices,
+            settings.default_mig_profile,
+            settings.default_ttl_minutes,
+            timedelta(seconds=settings.demand_retention),
+        )
+        self.sessions.demand_hooks.append(self.demand.record)
+        self.capacity = CapacityReport(
+            self.db, self.inventory.devices, self.demand, settings.default_mig_profile
+        )
+        # The cost ledger: a grant's start and end, in the transactions that make them.
+        self.usage = UsageLedger(
+            self.db,
+            load_rates(
+                settings.rates_file,
+                settings.gpu_rates,
+                settings.default_gpu_rate,
+                settings.currency,
+                settings.low_priority_discount,
+            ),
+            self.inventory,
+        )
+        self.sessions.grant_hooks.append(self.usage.on_grant)
+        self.sessions.release_hooks.append(self.usage.on_release)
+        # Budgets: a spent one whose action blocks refuses new sessions, before placement
+        # (so before "no capacity"), and queued ones when their turn comes.
+        self.budgets = Budgets(self.db, self.usage, self.usage.rates, settings.preempt_grace)
+        self.budgets.worker_id = self.worker_id
+        self.sessions.request_checks.append(
+            lambda db, _user, request: self.budgets.admit(db, request.team, request.project)
+        )
+        self.usage.record_capacity()
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )
@@ -281,6 +321,16 @@ class Sandman:
         )
         self.idle.notifiers.append(IdleChannels(self.notifier))
         self.queue.notify = self.notifier.notify
+        self.budgets.tell_leads = self._tell_leads
+        self.budgets.tell_user = lambda user, session, subject, text: self.notifier.notify(
+            user, session, subject, text, severity="warning", kind="budget"
+        )
+        self.budgets.end_session = lambda session_id, reason: self.sessions.end(
+            session_id, SessionStatus.DELETED, reason
+        )
+        self.metrics.registry.sources.append(
+            lambda: budget_families(self.budgets.used_ratio, self.budgets.hourly_cost)
+        )
         self.queue.audit = self.audit.record
         self.metrics.registry.sources.append(lambda: queue_families(self.queue.waiting_by_profile))
         self._gateway_started = False
@@ -297,6 +347,20 @@ class Sandman:
                 detail={"connection": record.connection_id},
             )
         )
+
+    def _tell_leads(self, kind: BudgetKind, name: str, subject: str, text: str) -> None:
+        """A budget's alert to the leads of its team (a project's: of the project's
+        team), and to the admins when the team has no lead."""
+        try:
+            team = name if kind == BudgetKind.TEAM else self.accounts.teams.get_project(name).team
+            members = self.accounts.teams.get_team(team).members
+        except SandmanError:
+            members = {}
+        leads = [user for user, role in members.items() if role == "lead"]
+        for lead in leads:
+            self.notifier.notify(lead, None, subject, text, severity="warning", kind="budget")
+        if not leads:
+            self.notifier.notify_admins(subject, text, kind="budget")
 
     def _check_gateway(self) -> None:
         """The gateway this process runs listens (nothing to check when it runs elsewhere)."""
@@ -347,14 +411,17 @@ class Sandman:
         self._loop("idle", self.settings.idle_check_interval, self.idle.sweep)
         retention = timedelta(seconds=self.settings.connection_retention)
         self._loop("pruner", 3600, lambda: self.routes.prune_connections(retention))
+        self._loop("capacity", 3600, self.usage.record_capacity)
         try:
             self.collector.collect()  # a first snapshot now, not one interval later
         except Exception:
             log.exception("the first metrics collection failed")
         self._loop("metrics", self.settings.metrics_interval, self.collector.collect)
         self._loop("metrics-pruner", 3600, self.metrics.history.prune)
+        self._loop("demand-pruner", 3600, self.demand.prune)
         if self.settings.anomaly_interval > 0:
             self._loop("anomalies", self.settings.anomaly_interval, self.anomalies.run_once)
+        self._loop("budgets", 60, self.budgets.sweep)
         queue = threading.Thread(
             target=self.queue.run, args=(self._stop,), name="sandman-queue", daemon=True
         )

@@ -15,6 +15,7 @@ ERROR_CODES: dict[str, int] = {
     "unauthenticated": 401,
     "forbidden": 403,
     "quota_exceeded": 403,
+    "budget_exhausted": 403,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
@@ -70,6 +71,13 @@ class QuotaExceeded(Forbidden):
         # Every quota broken would allow it once the same user's or team's own
         # sessions end: a request that asked to queue waits instead.
         self.waitable = waitable
+
+
+class BudgetExhausted(QuotaExceeded):
+    """The team's or project's budget for the month is spent and its action refuses
+    new sessions (403); the message names the budget and the numbers."""
+
+    code = "budget_exhausted"
 
 
 class NotFound(SandmanError):

@@ -61,6 +61,11 @@ class Action(StrEnum):
     NOTIFICATION_READ = "notification.read"
     NOTIFICATION_SET = "notification.set"
     NOTIFICATION_DEFAULTS = "notification.defaults"
+    CAPACITY_READ = "capacity.read"  # the capacity view and the MIG layout advice
+    USAGE_READ = "usage.read"  # GPU usage and cost of the target user (or led team)
+    USAGE_READ_ALL = "usage.read_all"  # everyone's, with idle capacity
+    BUDGET_READ = "budget.read"  # a team's budgets and forecasts (and its projects')
+    BUDGET_MANAGE = "budget.manage"
 
 
 READS = frozenset(
@@ -79,6 +84,10 @@ READS = frozenset(
         Action.CONNECTION_READ,
         Action.NOTIFICATION_READ,
         Action.QUOTA_READ,
+        Action.CAPACITY_READ,
+        Action.USAGE_READ,
+        Action.USAGE_READ_ALL,
+        Action.BUDGET_READ,
     }
 )
 # Role and token administration: a token needs scope ``admin`` for these.
@@ -104,14 +113,15 @@ OWN = frozenset(
         Action.TOKEN_REVOKE,
         Action.NOTIFICATION_READ,
         Action.NOTIFICATION_SET,
+        Action.USAGE_READ,
     }
 )
 # What every user may do whoever owns it.
 ANYONE = frozenset({Action.GPU_READ, Action.SESSION_STATS})
 # What a team's lead may do on the team's things.
-LEAD = frozenset({Action.SESSION_READ, Action.SESSION_END})
+LEAD = frozenset({Action.SESSION_READ, Action.SESSION_END, Action.USAGE_READ})
 # What a team's member may read about the team.
-MEMBER = frozenset({Action.TEAM_READ, Action.PROJECT_READ})
+MEMBER = frozenset({Action.TEAM_READ, Action.PROJECT_READ, Action.BUDGET_READ})
 TOKENS = frozenset({Action.TOKEN_CREATE, Action.TOKEN_READ, Action.TOKEN_REVOKE})
 
 
@@ -225,6 +235,16 @@ class Visibility:
 def session_visibility(caller: Caller) -> Visibility:
     if decide(caller, Action.SESSION_LIST_ALL).allowed:
         return Visibility(all=True)
+    led = frozenset(team for team, role in caller.teams.items() if role == "lead")
+    return Visibility(all=False, user_id=caller.user_id, teams=led)
+
+
+def usage_visibility(caller: Caller) -> Visibility:
+    """Whose usage a caller's reports show: everyone's, or their own and their led
+    teams'; ``Forbidden`` for a token that may not read."""
+    if decide(caller, Action.USAGE_READ_ALL).allowed:
+        return Visibility(all=True)
+    require(caller, Action.USAGE_READ, Target(owner=caller.user_id))
     led = frozenset(team for team, role in caller.teams.items() if role == "lead")
     return Visibility(all=False, user_id=caller.user_id, teams=led)
 

@@ -22,16 +22,20 @@ from sandman.api.http_metrics import HttpMetrics
 from sandman.api.openapi import Limits, errors, install_openapi
 from sandman.api.routes import (
     accounts,
+    budgets,
+    capacity,
     gpus,
     health,
     metrics,
     notifications,
     queue,
     quotas,
+    seed_gpu,
     sessions,
     sso,
     teams,
     tokens,
+    usage,
     users,
     workspaces,
 )
@@ -41,6 +45,7 @@ from sandman.gpu.types import MigMode
 from sandman.observe.idle import idle_timeout_range
 
 API_PREFIX = "/api/v1"
+SEED_003_PREFIX = "/k8s-monitor/api/v1"  # seed 003's clients call under its context path
 
 
 def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
@@ -92,10 +97,16 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected.include_router(tokens.router)
     protected.include_router(quotas.router)
     protected.include_router(queue.router)
+    protected.include_router(budgets.router)
+    protected.include_router(capacity.router)
     protected.include_router(notifications.router)
+    protected.include_router(usage.router)
+    protected.include_router(seed_gpu.router)
     app.include_router(protected, prefix=API_PREFIX)
-    # The seed documents' clients call the same routes without the prefix.
+    # The seed documents' clients call the same routes without the prefix, and seed
+    # 003's under its application's context path.
     app.include_router(protected, include_in_schema=False)
+    app.include_router(protected, prefix=SEED_003_PREFIX, include_in_schema=False)
     # Alertmanager's webhook carries a secret of its own, not a user's credential.
     app.include_router(notifications.alerts_router, prefix=API_PREFIX)
     app.include_router(notifications.alerts_router, include_in_schema=False)
@@ -130,6 +141,10 @@ def request_limits(core: Sandman) -> Limits:
         ("CreateSessionBody", "cpus"): {"minimum": 0.01, "maximum": float(os.cpu_count() or 1)},
         ("CreateSessionBody", "gpu_count"): {"minimum": 0, "maximum": whole},
         ("CreateSessionBody", "gpu_memory_gb"): {
+            "exclusiveMinimum": 0,
+            "maximum": math.floor(largest_gb),
+        },
+        ("AllocationBody", "requiredMemoryGb"): {
             "exclusiveMinimum": 0,
             "maximum": math.floor(largest_gb),
         },

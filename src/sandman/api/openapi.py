@@ -32,7 +32,8 @@ DESCRIPTIONS = {
     400: "The request is malformed or impossible (`invalid_request`); nothing changed.",
     401: "No or a wrong bearer token (`unauthenticated`).",
     403: "The caller may not do this (`forbidden`), or a quota does not allow it "
-    "(`quota_exceeded`, naming the quota and the numbers).",
+    "(`quota_exceeded`, naming the quota and the numbers), or a spent budget refuses "
+    "new sessions (`budget_exhausted`).",
     404: "No such object or endpoint (`not_found`).",
     405: "The path exists but not with this method (`method_not_allowed`); see `Allow`.",
     409: "The request clashes with the current state (`conflict`).",

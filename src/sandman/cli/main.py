@@ -12,10 +12,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app, users_app
+from sandman.cli.budgets import budgets_app
+from sandman.cli.capacity import advice_command, capacity_command
 from sandman.cli.client import given, gpus_command, queue_command, session_app
 from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
 from sandman.cli.quotas import quotas_app
+from sandman.cli.usage import usage_command
 from sandman.cli.workspaces import workspaces_app
 from sandman.config import Settings
 from sandman.core import Sandman
@@ -31,12 +34,16 @@ app.add_typer(network_app, name="network")
 app.add_typer(workspaces_app, name="workspaces")
 app.command("gpus", help="List GPUs and their MIG instances.")(gpus_command)
 app.command("queue", help="The requests waiting for room, with their ETAs.")(queue_command)
+app.command("capacity", help="Demand against capacity, per profile.")(capacity_command)
+app.command("advice", help="The MIG layout that would have served the most.")(advice_command)
 app.add_typer(users_app, name="users")
 app.add_typer(teams_app, name="teams")
 app.add_typer(projects_app, name="projects")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 app.add_typer(quotas_app, name="quotas")
+app.add_typer(budgets_app, name="budgets")
+app.command("usage", help="GPU usage and its cost per user, team, project or model.")(usage_command)
 app.command("login")(login_command)
 app.command("logout")(logout_command)
 console = Console(stderr=True)

@@ -20,7 +20,13 @@ from sandman.errors import ERROR_CODES
 from sandman.gateway.counters import GatewayState
 from sandman.observe.counters import LabelledCounter, LabelledHistogram
 
-__all__ = ["REPAIR_KINDS", "ServiceMetrics", "gateway_families", "queue_families"]
+__all__ = [
+    "REPAIR_KINDS",
+    "ServiceMetrics",
+    "budget_families",
+    "gateway_families",
+    "queue_families",
+]
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +167,26 @@ def queue_families(waiting: dict[str, int]) -> list[Metric]:
     for profile, count in sorted(waiting.items()):
         family.add_metric((profile,), float(count))
     return [family]
+
+
+def budget_families(
+    used: dict[tuple[str, str], float], hourly: dict[tuple[str, str], float]
+) -> list[Metric]:
+    """``sandman_budget_used_ratio{kind, name}`` (this month's spend / the budget) and
+    seed 003's ``gpu_hourly_cost{team, project}`` (what the running sessions cost per
+    hour now, after discounts), as of the last budget sweep."""
+    ratio = GaugeMetricFamily(
+        "sandman_budget_used_ratio",
+        "This month's spend of a team's or project's budget, as a fraction of it.",
+        labels=("kind", "name"),
+    )
+    for (kind, name), value in sorted(used.items()):
+        ratio.add_metric((kind, name), value)
+    cost = GaugeMetricFamily(
+        "gpu_hourly_cost",
+        "What the running sessions of a team and project cost per hour now.",
+        labels=("team", "project"),
+    )
+    for (team, project), value in sorted(hourly.items()):
+        cost.add_metric((team, project), value)
+    return [ratio, cost]

@@ -64,6 +64,7 @@ from sandman.services.requests import (
     checked_image,
     checked_limits,
     checked_ttl,
+    with_workload,
 )
 from sandman.services.session_reads import CURRENT
 from sandman.services.workspaces import configured_quota
@@ -170,6 +171,9 @@ class SessionService(SessionEnding):
         # Run before a request is queued: a refusal (a quota no wait would satisfy)
         # is the answer instead of a place in the queue.
         self.queue_checks: list[QueueCheck] = []
+        # Run before placement, for a new request and a queued one alike: a refusal
+        # that does not depend on where the request would go (a spent budget).
+        self.request_checks: list[Callable[[Db, str, SessionRequest], None]] = []
         # Inside the transaction that grants a session its GPUs (reservation or
         # promotion from the queue), and the one that takes them back (teardown).
         self.grant_hooks: list[LedgerHook] = []
@@ -194,6 +198,7 @@ class SessionService(SessionEnding):
     def reserve(self, request: SessionRequest) -> Reservation:
         """Check the request and commit the session row with its grants (fast, no runtime
         work but a ping); the session is ``starting`` until ``launch`` runs."""
+        request = with_workload(request, self.inventory.devices)  # its workload's share
         user_id = validate_user_id(request.user_id)
         ttl = checked_ttl(
             self.settings,
@@ -341,6 +346,8 @@ class SessionService(SessionEnding):
         still claimed by the admin when the claims are read, or already gone when
         the devices are.
         """
+        for check in self.request_checks:
+            check(db, user_id, request)
         claims = claims_from_rows(list(db.scalars(select(GpuClaim))))
         devices = self.inventory.devices()
         allocations = plan(

@@ -357,3 +357,89 @@ class SessionIdle(Base):
     busy_at: Mapped[datetime] = mapped_column(UtcDateTime)
     notice: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class LedgerEvent(Base):
+    """The start or the end of one session's GPU grant, to the second (the cost ledger).
+
+    Written in the transaction that grants or takes back the GPUs, never from
+    samples; one of each kind per session (the unique index). A start carries what
+    the grant was and whose; an end repeats it, so either alone can be read.
+    """
+
+    __tablename__ = "ledger_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(8))  # start | end
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    user_id: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(64))
+    gpu_name: Mapped[str | None] = mapped_column(String(96))
+    mig_profile: Mapped[str | None] = mapped_column(String(32))
+    gpu_share: Mapped[float | None] = mapped_column(Float)
+    gpus: Mapped[int] = mapped_column(Integer)  # GPUs or instances granted
+    priority: Mapped[str] = mapped_column(String(8))
+    __table_args__ = (
+        Index("uq_ledger_events_session_kind", "session_id", "kind", unique=True),
+        Index("ix_ledger_events_kind_at", "kind", "at"),
+    )
+
+
+class LedgerCapacity(Base):
+    """The GPUs there are from ``at`` on, per model (``{"A100-80GB": 2}``): a snapshot
+    whenever the inventory differs from the last one (checked at start-up, hourly)."""
+
+    __tablename__ = "ledger_capacity"
+    at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    gpus: Mapped[dict[str, int]] = mapped_column(JSON)
+
+
+class DemandRecord(Base):
+    """One session request and what it got: ``started``, ``queued`` or ``refused`` (with
+    the reason), for the capacity view and the layout advice; pruned after
+    ``demand_retention``. What was asked is kept as asked (a profile, a GPU count, a
+    memory size or a shared replica), with its slices as ``policy.units`` counts them."""
+
+    __tablename__ = "demand_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[str] = mapped_column(String(8))
+    profile: Mapped[str | None] = mapped_column(String(32))
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    gpu_memory_gb: Mapped[float | None] = mapped_column(Float)
+    shared: Mapped[bool] = mapped_column(default=False)
+    whole: Mapped[bool] = mapped_column(default=False)
+    slices: Mapped[float] = mapped_column(Float)
+    ttl_minutes: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(8))  # started | queued | refused
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class BudgetRow(Base):
+    """A team's or project's budget per calendar month (``accounting.budgets``)."""
+
+    __tablename__ = "budgets"
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # team | project
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    amount: Mapped[float] = mapped_column(Float)
+    thresholds: Mapped[list[int]] = mapped_column(JSON)
+    action: Mapped[str] = mapped_column(String(16))  # warn | block-new | end
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class BudgetAlert(Base):
+    """A threshold of a budget crossed in a month: alerted once. With action ``end``,
+    the crossing of 100% schedules the end of the sessions charged to it (``end_at``)."""
+
+    __tablename__ = "budget_alerts"
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-12"
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended: Mapped[bool] = mapped_column(default=False, server_default="0")

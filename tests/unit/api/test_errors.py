@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,9 @@ from fastapi.testclient import TestClient
 from tests.fakes.runtime import FakeRuntime
 from tests.unit.api.conftest import HEADERS
 
+from sandman.accounting.rates import Rates
 from sandman.errors import ERROR_CODES, RuntimeFailure
+from sandman.store.models import utcnow
 
 # Codes documented before any route can produce them, and the issue that adds one.
 NOT_YET_PRODUCED: dict[str, str] = {}
@@ -54,6 +57,19 @@ def test_every_documented_code_is_produced(api: TestClient, runtime: FakeRuntime
     assert quota.status_code == 200, quota.text
     over = expect(_create(api, "erin", mig_profile="1g.5gb"), "quota_exceeded")
     assert "user erin: uses 0 of 0 slices; this request needs 1" in over.json()["error"]
+    # A spent budget: a whole A100 for an hour at 7 an hour against a budget of 1.
+    core = api.app.state.sandman  # type: ignore[attr-defined]
+    core.budgets.rates = core.usage.rates = Rates(per_gpu={"A100-40GB": 7.0})
+    assert api.post("/api/v1/teams", json={"name": "broke"}, headers=HEADERS).status_code == 201
+    budget = {"amount": 1, "action": "block-new"}
+    assert api.put("/api/v1/budgets/team/broke", json=budget, headers=HEADERS).status_code == 200
+    fay = _create(api, "fay", team="broke", mig_profile="1g.5gb")
+    assert fay.status_code == 201, fay.text
+    an_hour_on = utcnow() + timedelta(hours=8)  # a 1g costs 1 an hour
+    core.budgets.clock = lambda: an_hour_on
+    spent = expect(_create(api, "gus", team="broke", mig_profile="1g.5gb"), "budget_exhausted")
+    assert "team broke's budget" in spent.json()["error"]
+    api.delete(f"/api/v1/sessions/{fay.json()['id']}", headers=HEADERS)
 
     reader = api.post(
         "/api/v1/tokens",
@@ -80,9 +96,9 @@ def test_every_documented_code_is_produced(api: TestClient, runtime: FakeRuntime
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(_create, api, f"held{i}") for i in range(2)]
         deadline = time.monotonic() + 10
-        while runtime.calls["start"] < 11 and time.monotonic() < deadline:
-            time.sleep(0.01)  # 9 earlier starts, then both starters held
-        assert runtime.calls["start"] == 11
+        while runtime.calls["start"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.01)  # 10 earlier starts, then both starters held
+        assert runtime.calls["start"] == 12
         busy = expect(_create(api, "dave"), "busy")
         assert int(busy.headers["Retry-After"]) >= 1
         runtime.start_gate.set()
