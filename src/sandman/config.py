@@ -214,6 +214,13 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often sessions are checked for idleness."
     )
 
+    state_capture_interval: Duration = Field(
+        300.0,
+        gt=0,
+        description="How often running sessions' tmux windows and open notebooks are "
+        "captured, for restoring them later (and once more as a session ends).",
+    )
+
     # --- the wait queue and preemption ---
     queue_timeout: Duration = Field(
         24 * 3600.0,

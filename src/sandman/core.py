@@ -54,6 +54,7 @@ from sandman.services.queue import WaitQueue
 from sandman.services.quotas import Quotas, admission_check, queue_check
 from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
+from sandman.services.session_state import SessionStates
 from sandman.services.sessions import SessionService
 from sandman.services.sshpiper import SshPiperConfig
 from sandman.services.workspaces import WorkspaceService
@@ -290,6 +291,11 @@ class Sandman:
                 piper.sync()
 
             self.sessions.end_hooks.append(forget)
+        # Running state (tmux, notebooks): captured periodically and as a session ends,
+        # restored into a session started with "restore".
+        self.states = SessionStates(self.db, self.runtime)
+        self.sessions.stop_hooks.append(self.states.on_stop)
+        self.sessions.start_hooks.append(self.states.on_start)
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(
             self.sessions,
@@ -422,6 +428,7 @@ class Sandman:
         if self.settings.anomaly_interval > 0:
             self._loop("anomalies", self.settings.anomaly_interval, self.anomalies.run_once)
         self._loop("budgets", 60, self.budgets.sweep)
+        self._loop("state-capture", self.settings.state_capture_interval, self.states.capture_all)
         queue = threading.Thread(
             target=self.queue.run, args=(self._stop,), name="sandman-queue", daemon=True
         )

@@ -108,6 +108,12 @@ class CreateSessionBody(BaseModel):
         max_length=32,
         json_schema_extra={"additionalProperties": False},  # keys must match the pattern
     )
+    restore: str | None = Field(
+        None,
+        description="Start like an ended session of the user's (its id, or latest): its "
+        "image, GPU share, TTL and limits unless given here, and its tmux windows back.",
+        json_schema_extra={"pattern": "^(latest|[0-9a-f-]{36})$"},
+    )
     queue: bool = Field(
         False,
         description="When nothing fits now (or a quota allows it only once your own "

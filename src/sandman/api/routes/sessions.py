@@ -36,6 +36,7 @@ from sandman.errors import CapacityExhausted, SandmanError
 from sandman.gpu.planner import free_summary
 from sandman.gpu.types import GpuRequest
 from sandman.services.requests import SessionRequest
+from sandman.services.session_state import restored_request
 from sandman.store.models import Session as SessionRow
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,15 @@ async def create_session(
     accepts connections. Users start their own sessions; operators and admins anyone's."""
     user_id = app.accounts.session_owner(caller, body.user_id)
     require(caller, Action.SESSION_CREATE, Target(owner=user_id))
+    source = None
+    if body.restore is not None:  # an ended session of the user's: 404, or 409 if active
+        source = await run_in_threadpool(app.states.source, user_id, body.restore)
     charge = await run_in_threadpool(
-        app.accounts.prepare_session, caller, user_id, body.team, body.project
+        app.accounts.prepare_session,
+        caller,
+        user_id,
+        body.team or (source.team if source else None),
+        body.project or (source.project if source else None),
     )
     asked = SessionRequest(
         user_id=user_id,
@@ -136,6 +144,8 @@ async def create_session(
         queue=body.queue,
         workload_type=body.workload_type,
     )
+    if source is not None:
+        asked = restored_request(asked, source)
     try:
         created = await app.creator.create(asked, wait_ready=wait)
     except CapacityExhausted as exc:
@@ -146,6 +156,8 @@ async def create_session(
     out = await asyncio.to_thread(_out, app, created.session)  # reads the disk
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
+    if source is not None:
+        out["notes"].append(await run_in_threadpool(app.states.note, source))
     if created.session.status == SessionStatus.QUEUED:
         app.queue.wake()  # a preemption may make room
     if not wait or created.session.status == SessionStatus.QUEUED:
