@@ -1,53 +1,77 @@
 """How many sessions each MIG placement policy admits, and how long a decision takes.
 
-Streams the same random session workload (fixed seed) through three policies on
-a simulated 8-GPU machine and reports the share of requests admitted:
+The same request sequences go through six policies side by side:
 
-* ``planner``   - sandman.gpu.planner.plan on dynamic-MIG GPUs;
-* ``first-fit`` - lowest GPU, lowest allowed start that is free (what a naive
-                  dynamic allocator does);
-* ``static``    - every GPU pre-partitioned with NVIDIA mig-parted's
-                  ``all-balanced`` layout (A100-40GB: 2x 1g.5gb, 1x 2g.10gb,
-                  1x 3g.20gb; H100-80GB: 2x 1g.10gb, 1x 2g.20gb, 1x 3g.40gb;
-                  NVIDIA/mig-parted deployments/systemd/config-default.yaml);
-                  a request is served only by a free instance of its profile.
+* ``first-fit``  - lowest GPU, lowest allowed start that is free;
+* ``best-fit``   - the GPU with the fewest free slices left, then its lowest start;
+* ``random``     - any valid (GPU, start), uniformly;
+* ``lexico``     - the planner before ``sandman.gpu.placement``: the start losing the
+                   fewest placements, largest profile first (``placement.best_start``);
+* ``fragaware``  - ``sandman.gpu.placement.place_mig``, the planner's policy now, with
+                   demand weights learnt online from the requests seen (as the session
+                   service does);
+* ``static``     - every MIG GPU pre-partitioned with mig-parted's ``all-balanced``
+                   layout (2x 1g, 1x 2g, 1x 3g); a request takes a free instance of its
+                   profile.
 
-Workload: Poisson arrivals, exponential session lengths, offered load equal to
-the machine's compute slices (a busy shared server, where placement matters).
-Profile mix, by compute slices: 1g 55%, 2g 20%, 3g 15%, 4g 5%, 7g 5% - mostly
-small interactive sessions with some bigger training jobs. The table repeats the
-run with a mix shaped like all-balanced itself (45/25/20/5/5) for comparison.
+A request nobody can place is lost (no queue), so the admitted share is what the
+placement alone decides. Workloads: Poisson arrivals, exponential lifetimes (mean
+100), offered load 80/100/130/160% of the machine's compute slices; profile
+distributions (by compute slices 1g/2g/3g/4g/7g) uniform, small-heavy, large-heavy
+and the two mixes of the earlier bench; 8 and 64 dynamic-MIG GPUs of A100-40GB and
+H100-80GB geometry (the same 8-slice tables, so the two give the same figures);
+a mixed fleet (4 MIG H100s beside 4 H100s without MIG, 15% of requests asking for a
+whole GPU, MIG requests falling back to a whole GPU when no MIG room is left).
+The decisions are the pure functions the planner calls (``plan()`` rebuilds its view
+of the GPUs from claims on every call; the simulation keeps that view up to date
+instead), and the decision time is measured through ``plan()`` itself.
 
-Run: .venv/bin/python bench/bench_planner.py
+Run: ``.venv/bin/python bench/bench_planner.py`` (8 H100s and the mixed fleet, 3
+seeds, about three minutes on 2 cores), ``--full`` (64 GPUs and A100 too, 5 seeds:
+most of an hour), ``--quick`` (CI: 2 seeds, short runs), ``--from-db PATH`` (replay a
+Sandman database's MIG sessions on ``--gpus N`` H100s).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import heapq
 import random
+import sqlite3
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from sandman.errors import CapacityExhausted
 from sandman.gpu.catalogue import GpuModel, resolve_model, slot_mask
+from sandman.gpu.placement import DemandRecorder, MigGpu, best_start, place_mig, shape_of
 from sandman.gpu.planner import claim_for, plan
 from sandman.gpu.topology import parse_topology
-from sandman.gpu.types import Allocation, Claim, GpuDevice, GpuRequest, MigInstance, MigMode
+from sandman.gpu.types import Claim, GpuDevice, GpuRequest, MigMode
 
 SEED = 20240611
-REQUESTS = 4000
-MIX = [("1g", 0.55), ("2g", 0.20), ("3g", 0.15), ("4g", 0.05), ("7g", 0.05)]
-# a mix shaped like all-balanced itself, to show the result is not an artefact of MIX
-MATCHED_MIX = [("1g", 0.45), ("2g", 0.25), ("3g", 0.20), ("4g", 0.05), ("7g", 0.05)]
-LOAD = 1.0
+KINDS = ("1g", "2g", "3g", "4g", "7g")
+COMPUTE = {"1g": 1, "2g": 2, "3g": 3, "4g": 4, "7g": 7, "whole": 7}
+DISTRIBUTIONS: dict[str, dict[str, float]] = {
+    "uniform": {k: 0.2 for k in KINDS},
+    "small-heavy": {"1g": 0.6, "2g": 0.25, "3g": 0.1, "4g": 0.03, "7g": 0.02},
+    "large-heavy": {"1g": 0.1, "2g": 0.1, "3g": 0.25, "4g": 0.25, "7g": 0.3},
+    "55/20/15/5/5": {"1g": 0.55, "2g": 0.2, "3g": 0.15, "4g": 0.05, "7g": 0.05},
+    "45/25/20/5/5": {"1g": 0.45, "2g": 0.25, "3g": 0.2, "4g": 0.05, "7g": 0.05},
+}
+LOADS = (0.8, 1.0, 1.3, 1.6)
 BALANCED = {
     "A100-40GB": ["1g.5gb", "1g.5gb", "2g.10gb", "3g.20gb"],
     "H100-80GB": ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"],
 }
+POLICIES = ("first-fit", "best-fit", "random", "lexico", "fragaware", "static")
+T95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 8: 2.36, 10: 2.26}
 
-Policy = Callable[[str, list[GpuDevice], list[Claim]], Allocation | None]
+Request = tuple[float, float, str]  # arrival, lifetime, kind ("1g".."7g" or "whole")
 
 
 def names_by_compute(model: GpuModel) -> dict[str, str]:
@@ -60,154 +84,340 @@ def names_by_compute(model: GpuModel) -> dict[str, str]:
     return out
 
 
-def make_devices(model: GpuModel, n: int, static: bool) -> list[GpuDevice]:
-    devices = []
-    for i in range(n):
-        instances: tuple[MigInstance, ...] = ()
-        if static:
-            topo = parse_topology(
-                {"gpus": [{"model": model.key, "instances": BALANCED[model.key]}]}
-            )
-            instances = tuple(
-                MigInstance(
-                    f"MIG-{i:08x}-{s.start:04x}-0000-0000-000000000000",
-                    s.profile,
-                    s.start,
-                    resolve_model(model.key).profile(s.profile).size,  # type: ignore[union-attr]
-                    0,
-                )
-                for s in topo.gpus[0].instances
-            )
-        devices.append(
-            GpuDevice(
-                i,
-                f"GPU-{i:08x}-0000-0000-0000-000000000000",
-                model.display_name,
-                model.key,
-                model.memory_mib,
-                0,
-                0,
-                30,
-                60.0,
-                model.power_limit_w,
-                MigMode.STATIC if static else MigMode.DYNAMIC,
-                instances,
-            )
-        )
-    return devices
+def workload(dist: dict[str, float], load: float, gpus: int, seed: int, n: int) -> list[Request]:
+    rng = random.Random(seed)
+    kinds, weights = list(dist), list(dist.values())
+    mean_compute = sum(COMPUTE[k] * w for k, w in dist.items())
+    rate = load * 7 * gpus / (mean_compute * 100.0)
+    t, out = 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        out.append((t, rng.expovariate(1 / 100.0), rng.choices(kinds, weights)[0]))
+    return out
 
 
-def planner_policy(
-    profile: str, devices: list[GpuDevice], claims: list[Claim]
-) -> Allocation | None:
-    try:
-        return plan(GpuRequest(mig_profile=profile), devices, claims, allow_fallback=False)[0]
-    except CapacityExhausted:
-        return None
+# ---- the simulated machine ---------------------------------------------------
 
 
-def first_fit_policy(
-    profile: str, devices: list[GpuDevice], claims: list[Claim]
-) -> Allocation | None:
-    for d in devices:
-        model = resolve_model(d.model)
-        p = model.profile(profile)
-        assert p is not None
-        mine = [c for c in claims if c.gpu_uuid == d.uuid]
-        used = 0
-        for c in mine:
-            used |= slot_mask(c.start, c.size)
-        if sum(1 for c in mine if c.profile == profile) >= p.max_count:
+@dataclass
+class Gpu:
+    index: int
+    model: GpuModel
+    mig: bool  # False: handed out whole only
+    used: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    static: bool = False  # pre-partitioned (all-balanced): only its instances are handed out
+    static_free: list[tuple[str, int]] = field(default_factory=list)  # (profile, start)
+
+    @property
+    def free(self) -> int:
+        return self.model.memory_slices - bin(self.used).count("1") if self.mig else 0
+
+
+Choice = tuple[int, int]  # (gpu position, start); start -1: the whole GPU
+Decide = Callable[[list[Gpu], str, random.Random, DemandRecorder], Choice | None]
+
+
+def _candidates(gpus: list[Gpu], name: str) -> list[tuple[Gpu, int]]:
+    out: list[tuple[Gpu, int]] = []
+    for g in gpus:
+        p = g.model.profile(name) if g.mig else None
+        if p is None or g.counts.get(name, 0) >= p.max_count:
             continue
-        for s in p.starts:
-            if not used & slot_mask(s, p.size):
-                return Allocation(d.uuid, "mig_create", p.name, s, p.size, p.memory_mib)
+        out.extend((g, s) for s in p.starts if not g.used & slot_mask(s, p.size))
+    return out
+
+
+def first_fit(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    c = _candidates(gpus, name)
+    return (c[0][0].index, c[0][1]) if c else None
+
+
+def best_fit(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    c = _candidates(gpus, name)
+    if not c:
+        return None
+    g, s = min(c, key=lambda x: (x[0].free, x[0].index, x[1]))
+    return g.index, s
+
+
+def random_fit(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    c = _candidates(gpus, name)
+    if not c:
+        return None
+    g, s = rng.choice(c)
+    return g.index, s
+
+
+def lexico(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    best: tuple[tuple[tuple[int, ...], int, int, int], int, int] | None = None
+    for g in gpus:
+        p = g.model.profile(name) if g.mig else None
+        choice = best_start(g.model, g.used, g.counts, False, p) if p else None
+        if p is None or choice is None:
+            continue
+        key = (choice[0], g.free - p.size, g.index, choice[1])
+        if best is None or key < best[0]:
+            best = (key, g.index, choice[1])
+    return (best[1], best[2]) if best else None
+
+
+def fragaware(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    mig = [g for g in gpus if g.mig]
+    views = [MigGpu(g.index, f"GPU {g.index}", g.model, g.used, g.counts) for g in mig]
+    chosen = place_mig(name, views, d.weights())
+    return (mig[chosen.gpu].index, chosen.start) if chosen else None
+
+
+def static_fit(gpus: list[Gpu], name: str, rng: random.Random, d: DemandRecorder) -> Choice | None:
+    for g in gpus:
+        for prof, s in g.static_free:
+            if prof == name:
+                return g.index, s
     return None
 
 
+DECIDE: dict[str, Decide] = {
+    "first-fit": first_fit,
+    "best-fit": best_fit,
+    "random": random_fit,
+    "lexico": lexico,
+    "fragaware": fragaware,
+    "static": static_fit,
+}
+
+
+def machine(model: GpuModel, mig: int, whole: int, static: bool) -> list[Gpu]:
+    gpus = [Gpu(i, model, True) for i in range(mig)]
+    gpus += [Gpu(mig + i, model, False) for i in range(whole)]
+    if static:
+        topo = parse_topology({"gpus": [{"model": model.key, "instances": BALANCED[model.key]}]})
+        layout = [(s.profile, s.start) for s in topo.gpus[0].instances]
+        for g in gpus[:mig]:
+            g.static, g.static_free = True, sorted(layout, key=lambda x: x[1])
+    return gpus
+
+
+def _whole(gpus: list[Gpu], policy: str) -> Choice | None:
+    """A whole-GPU request: fragaware takes a GPU without MIG before an empty MIG GPU;
+    the others take the lowest index, as the planner did (a 7g is no larger)."""
+    free_whole = [g for g in gpus if not g.mig and g.counts.get("whole", 0) == 0]
+    empty_mig = [g for g in gpus if g.mig and g.used == 0 and not g.static]
+    order = (
+        free_whole + empty_mig
+        if policy == "fragaware"
+        else sorted(free_whole + empty_mig, key=lambda g: g.index)
+    )
+    return (order[0].index, -1) if order else None
+
+
 def simulate(
-    model: GpuModel,
-    policy: Policy,
-    static: bool,
-    mix: list[tuple[str, float]],
-    n_gpus: int = 8,
-) -> tuple[int, int]:
-    rng = random.Random(SEED)
-    devices = make_devices(model, n_gpus, static)
+    requests: Sequence[Request], model: GpuModel, policy: str, mig: int, whole: int = 0
+) -> tuple[int, float]:
+    """Requests admitted and compute-slice-hours admitted (lifetimes in hours/100)."""
+    gpus = machine(model, mig, whole, policy == "static")
     names = names_by_compute(model)
-    capacity = 7 * n_gpus
-    mean_slices = sum(int(k[0]) * w for k, w in mix)
-    mean_duration = 100.0
-    rate = LOAD * capacity / (mean_slices * mean_duration)
-    t = 0.0
-    active: list[tuple[float, int, Claim]] = []
-    claims: list[Claim] = []
-    admitted = 0
-    for n in range(REQUESTS):
-        t += rng.expovariate(rate)
-        duration = rng.expovariate(1 / mean_duration)
-        kind = rng.choices([k for k, _ in mix], [w for _, w in mix])[0]
+    rng, demand = random.Random(SEED), DemandRecorder()
+    active: list[tuple[float, int, int, str, int]] = []
+    admitted, hours = 0, 0.0
+    for n, (t, life, kind) in enumerate(requests):
         while active and active[0][0] <= t:
-            _, _, gone = heapq.heappop(active)
-            claims.remove(gone)
-        alloc = policy(names[kind], devices, claims)
-        if alloc is not None:
-            claim = claim_for(alloc)
-            claims.append(claim)
-            heapq.heappush(active, (t + duration, n, claim))
-            admitted += 1
-    return admitted, REQUESTS
+            _, _, i, prof, s = heapq.heappop(active)
+            _release(gpus[i], prof, s)
+        name = names.get(kind, "whole")
+        if kind != "whole":
+            p = model.profile(name)
+            assert p is not None
+            demand.record(shape_of(p))
+        choice = None if kind == "whole" else DECIDE[policy](gpus, name, rng, demand)
+        if choice is None and (kind == "whole" or whole):
+            choice = _whole(gpus, policy)  # a whole request, or a MIG request's fallback
+            name = "whole" if choice and not gpus[choice[0]].mig else names["7g"]
+            if choice and gpus[choice[0]].mig:
+                choice = (choice[0], 0)
+        if choice is None:
+            continue
+        i, s = choice
+        _hold(gpus[i], name, s)
+        heapq.heappush(active, (t + life, n, i, name, s))
+        admitted += 1
+        hours += COMPUTE[kind] * life / 100.0
+    return admitted, hours
+
+
+def _hold(g: Gpu, name: str, s: int) -> None:
+    g.counts[name] = g.counts.get(name, 0) + 1
+    if name == "whole":
+        return
+    p = g.model.profile(name)
+    assert p is not None
+    g.used |= slot_mask(s, p.size)
+    if g.static:
+        g.static_free.remove((name, s))
+
+
+def _release(g: Gpu, name: str, s: int) -> None:
+    g.counts[name] -= 1
+    if name == "whole":
+        return
+    p = g.model.profile(name)
+    assert p is not None
+    g.used &= ~slot_mask(s, p.size)
+    if g.static:
+        g.static_free = sorted([*g.static_free, (name, s)], key=lambda x: x[1])
+
+
+# ---- the report --------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    label: str
+    share: dict[str, float]  # policy -> mean admitted share
+    hours: dict[str, float]  # policy -> mean slice-hours, relative to first fit
+    gain: float  # fragaware over first fit, mean over seeds (relative)
+    half: float  # its 95% confidence half-width
+
+
+def run_workload(
+    label: str,
+    model: GpuModel,
+    dist: dict[str, float],
+    load: float,
+    mig: int,
+    whole: int,
+    seeds: int,
+    n: int,
+) -> Row:
+    shares: dict[str, list[float]] = {p: [] for p in POLICIES}
+    hours: dict[str, list[float]] = {p: [] for p in POLICIES}
+    gains = []
+    for k in range(seeds):
+        reqs = workload(dist, load, mig + whole, SEED + k, n)
+        for policy in POLICIES:
+            ok, h = simulate(reqs, model, policy, mig, whole)
+            shares[policy].append(ok / n)
+            hours[policy].append(h)
+        gains.append(shares["fragaware"][-1] / shares["first-fit"][-1] - 1)
+    base_hours = statistics.mean(hours["first-fit"])
+    sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+    return Row(
+        label,
+        {p: statistics.mean(v) for p, v in shares.items()},
+        {p: statistics.mean(v) / base_hours - 1 for p, v in hours.items()},
+        statistics.mean(gains),
+        T95.get(len(gains), 2.0) * sd / len(gains) ** 0.5,
+    )
+
+
+def print_header() -> None:
+    cols = "".join(f"{p:>10}" for p in POLICIES)
+    print(f"{'workload':<38}{cols}{'gain vs first fit':>22}{'slice-h':>9}")
+
+
+def print_row(r: Row) -> None:
+    cols = "".join(f"{r.share[p]:>10.1%}" for p in POLICIES)
+    gain = f"{r.gain * 100:+.2f}% ±{r.half * 100:.2f}"
+    print(f"{r.label:<38}{cols}{gain:>22}{r.hours['fragaware'] * 100:>+8.1f}%", flush=True)
 
 
 def time_decisions(model: GpuModel, n_gpus: int) -> tuple[float, float]:
-    """Median and p95 of one plan() call on a machine about half full."""
+    """Median and p95 of one plan() call (demand weights given) on a machine half full."""
     rng = random.Random(SEED)
-    devices = make_devices(model, n_gpus, static=False)
+    devices = [
+        GpuDevice(i, f"GPU-{i:08x}-0000-0000-0000-000000000000", model.display_name, model.key,
+                  model.memory_mib, 0, 0, 30, 60.0, model.power_limit_w, MigMode.DYNAMIC)
+        for i in range(n_gpus)
+    ]  # fmt: skip
     names = names_by_compute(model)
+    demand = DemandRecorder().weights()
     claims: list[Claim] = []
     while sum(c.size for c in claims) < 4 * n_gpus:
-        alloc = planner_policy(names[rng.choice(["1g", "1g", "2g", "3g"])], devices, claims)
-        if alloc is not None:
-            claims.append(claim_for(alloc))
+        req = GpuRequest(mig_profile=names[rng.choice(["1g", "1g", "2g", "3g"])])
+        with contextlib.suppress(CapacityExhausted):
+            claims.append(claim_for(plan(req, devices, claims, demand=demand)[0]))
     samples = []
-    kinds = [k for k, _ in MIX]
     for i in range(2000):
-        req = GpuRequest(mig_profile=names[kinds[i % len(kinds)]])
+        req = GpuRequest(mig_profile=names[KINDS[i % len(KINDS)]])
         t0 = time.perf_counter()
         with contextlib.suppress(CapacityExhausted):
-            plan(req, devices, claims, allow_fallback=False)
+            plan(req, devices, claims, allow_fallback=False, demand=demand)
         samples.append((time.perf_counter() - t0) * 1e6)
     samples.sort()
     return statistics.median(samples), samples[int(len(samples) * 0.95)]
 
 
-def main() -> None:
-    print(f"workload: {REQUESTS} requests per run, seed {SEED}, offered load {LOAD:.0%}")
-    print()
-    header = f"{'machine':<14}{'mix':<13}{'planner':>9}{'first-fit':>11}{'static':>9}"
-    print(header + f"{'vs static':>11}")
-    for key in ("H100-80GB", "A100-40GB"):
+def from_db(path: str, model: GpuModel, n_gpus: int) -> None:
+    """Replay the MIG sessions of a Sandman database (arrival, lifetime, compute size)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    rows = db.execute(
+        "SELECT created_at, COALESCE(ended_at, expires_at), mig_profile FROM sessions "
+        "WHERE mig_profile IS NOT NULL ORDER BY created_at"
+    ).fetchall()
+    db.close()
+    reqs: list[Request] = []
+    t0: datetime | None = None
+    for created, ended, profile in rows:
+        start, end = datetime.fromisoformat(created), datetime.fromisoformat(ended)
+        t0 = t0 or start
+        kind = str(profile).split(".")[0]
+        if kind in KINDS:
+            life = max(1.0, (end - start).total_seconds())
+            reqs.append(((start - t0).total_seconds(), life, kind))
+    print(f"replay of {len(reqs)} MIG sessions from {path} on {n_gpus}x {model.key}")
+    print(f"{'policy':<12}{'admitted':>10}{'share':>8}{'slice-hours':>13}")
+    for policy in POLICIES:
+        ok, h = simulate(reqs, model, policy, n_gpus)
+        share = ok / len(reqs) if reqs else 0.0
+        print(f"{policy:<12}{ok:>10}{share:>8.1%}{h * 100 / 3600:>13.1f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="CI: 8 GPUs, 2 seeds, short runs")
+    ap.add_argument("--full", action="store_true", help="64 GPUs, A100 too, 5 seeds")
+    ap.add_argument("--from-db", metavar="PATH", help="replay this Sandman database")
+    ap.add_argument("--gpus", type=int, default=8, help="GPUs for --from-db (default 8)")
+    args = ap.parse_args(argv)
+    h100 = resolve_model("H100-80GB")
+    if args.from_db:
+        from_db(args.from_db, h100, args.gpus)
+        return
+    seeds = 2 if args.quick else 5 if args.full else 3
+    models = ("H100-80GB", "A100-40GB") if args.full else ("H100-80GB",)
+    sizes = ((8, 1500),) if args.quick else ((8, 3000), (64, 6000)) if args.full else ((8, 3000),)
+    print(f"admitted share per policy; {seeds} seeds; gain = fragaware / first-fit - 1, 95% CI")
+    print_header()
+    heavy: list[Row] = []
+    every: list[Row] = []
+    for key in models:
         model = resolve_model(key)
-        for label, mix in (("55/20/15/5/5", MIX), ("45/25/20/5/5", MATCHED_MIX)):
-            shares = {}
-            for name, policy, static in (
-                ("planner", planner_policy, False),
-                ("first-fit", first_fit_policy, False),
-                ("static", planner_policy, True),
-            ):
-                ok, total = simulate(model, policy, static, mix)
-                shares[name] = ok / total
-            gain = (shares["planner"] / shares["static"] - 1) * 100
-            print(
-                f"8x {key:<11}{label:<13}{shares['planner']:>9.1%}{shares['first-fit']:>11.1%}"
-                f"{shares['static']:>9.1%}{gain:>+10.1f}%"
-            )
+        for n_gpus, n in sizes:
+            for dname, dist in DISTRIBUTIONS.items():
+                for load in LOADS:
+                    label = f"{n_gpus}x {key} {dname} {load:.0%}"
+                    row = run_workload(label, model, dist, load, n_gpus, 0, seeds, n)
+                    print_row(row)
+                    every.append(row)
+                    if load >= 1.3:
+                        heavy.append(row)
+    mixed_dist = {**DISTRIBUTIONS["55/20/15/5/5"], "whole": 0.15}
+    for load in LOADS:
+        label = f"mixed 4 MIG + 4 whole H100 {load:.0%}"
+        row = run_workload(label, h100, mixed_dist, load, 4, 4, seeds, sizes[0][1])
+        print_row(row)
+        every.append(row)
+    worst = min(every, key=lambda r: r.gain)
+    mean_heavy = statistics.mean(r.gain for r in heavy)
     print()
-    print(f"{'decision time':<22}{'median':>10}{'p95':>10}")
-    for n in (8, 64):
-        med, p95 = time_decisions(resolve_model("H100-80GB"), n)
-        print(f"{n:>3} x H100-80GB{'':<7}{med:>8.0f}us{p95:>8.0f}us")
+    print(f"fragaware vs first fit at >=130% load, mean over distributions: {mean_heavy:+.2%}")
+    print(f"worst workload: {worst.label}: {worst.gain:+.2%} ±{worst.half:.2%}")
+    print()
+    print(f"{'decision time (plan)':<22}{'median':>10}{'p95':>10}")
+    for n_gpus in (8, 64):
+        med, p95 = time_decisions(h100, n_gpus)
+        print(f"{n_gpus:>3} x H100-80GB{'':<7}{med:>8.0f}us{p95:>8.0f}us")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -6,15 +6,16 @@ database's claims, and returns ``Allocation``s; the caller claims them (see
 instance. Keeping this pure makes the placement policy testable exhaustively
 and lets the benchmark replay thousands of sessions in seconds.
 
-Placement policy. A MIG profile can usually start at several slots on several
-GPUs, and a careless choice blocks later requests (a ``1g`` at slot 0 of an
-empty A100 makes the GPU's only ``4g`` placement impossible). For every
-candidate (GPU, start) the planner computes what the placement would cost: for
-each profile, largest first, how many instances could still be placed on that
-GPU before and after. It takes the candidate whose loss is smallest
-lexicographically (losing a future ``7g`` is worse than losing any number of
-``1g``s), then the fullest GPU (best fit), then the lowest GPU index and start,
-so the choice is deterministic.
+Placement policy (``sandman.gpu.placement``). On dynamic GPUs every valid
+(GPU, start) is scored by the demand-weighted capacity it destroys, and the
+least damaging wins (then the fullest GPU, the lowest index and start); the
+demand weights come from the caller (``demand=``, learnt online by the session
+service) or a prior. A free pre-created instance on a static GPU is taken
+before creating one, from the busiest static GPU, so untouched GPUs stay whole.
+Whole-GPU requests go to GPUs without MIG, and a request the smallest fit of
+which would take a whole MIG GPU (a ``7g``) takes a free GPU without MIG of
+enough memory instead, leaving the MIG GPU to smaller requests. Every grant
+says why in ``Allocation.reason``.
 
 Shared GPUs (time-slicing or MPS, never MIG) are handed out in replicas: a
 ``shared`` request takes a free replica on the fullest shared GPU that still has
@@ -26,19 +27,26 @@ replica's unit.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from sandman.errors import CapacityExhausted, InvalidRequest, NotFound
 from sandman.gpu.catalogue import (
     MIB_PER_GIB,
     GpuModel,
-    MigProfile,
     all_profile_names,
     find_model,
     nominal_gb,
     slot_mask,
+)
+from sandman.gpu.placement import (
+    PRIOR,
+    DemandWeights,
+    MigGpu,
+    best_start,
+    place_mig,
+    placements_left,
+    ranked_profiles,
 )
 from sandman.gpu.sharing import share_note, sharing_summary
 from sandman.gpu.types import (
@@ -155,89 +163,6 @@ def _occupy(g: _Gpu, profile_name: str, start: int, size: int) -> None:
         g.media_used = True
 
 
-# ---- placement scoring -------------------------------------------------------
-
-
-_RANKED: dict[str, tuple[MigProfile, ...]] = {}
-
-
-def _rank(model: GpuModel) -> tuple[MigProfile, ...]:
-    """Profiles that matter for future capacity, largest first (+me variants excluded)."""
-    ranked = _RANKED.get(model.key)
-    if ranked is None:
-        ranked = tuple(
-            sorted(
-                (p for p in model.profiles if not p.media),
-                key=lambda p: (-p.memory_slices, -p.compute_slices, p.name),
-            )
-        )
-        _RANKED[model.key] = ranked
-    return ranked
-
-
-@lru_cache(maxsize=8192)
-def _free_placements(model_key: str, used: int) -> tuple[int, ...]:
-    """Per ranked profile: its placements that overlap nothing in ``used``.
-
-    Placements of one profile never overlap each other in NVIDIA's tables, so
-    this is also how many more instances of that profile alone would fit.
-    """
-    model = find_model(model_key)
-    assert model is not None
-    return tuple(sum(1 for s in p.starts if not used & slot_mask(s, p.size)) for p in _rank(model))
-
-
-def _potential(model: GpuModel, used: int, counts: Mapping[str, int]) -> tuple[int, ...]:
-    free = _free_placements(model.key, used)
-    return tuple(
-        min(f, max(0, p.max_count - counts.get(p.name, 0)))
-        for f, p in zip(free, _rank(model), strict=True)
-    )
-
-
-def best_start(
-    model: GpuModel,
-    used: int,
-    counts: Mapping[str, int],
-    media_used: bool,
-    profile: MigProfile,
-) -> tuple[tuple[int, ...], int] | None:
-    """The least damaging start for ``profile`` on one GPU: (loss vector, start).
-
-    ``None`` when the profile fits nowhere on this GPU. Results are cached by GPU
-    state: a machine has few distinct states, so most decisions are look-ups.
-    """
-    key = tuple(counts.get(p.name, 0) for p in model.profiles)
-    return _best_start(model.key, used, key, media_used, profile.name)
-
-
-@lru_cache(maxsize=65536)
-def _best_start(
-    model_key: str, used: int, count_key: tuple[int, ...], media_used: bool, name: str
-) -> tuple[tuple[int, ...], int] | None:
-    model = find_model(model_key)
-    assert model is not None
-    counts = {p.name: n for p, n in zip(model.profiles, count_key, strict=True)}
-    profile = model.profile(name)
-    assert profile is not None
-    # the per-GPU limits: -lgip max count, and one media extension per GPU
-    if counts[name] >= profile.max_count or (profile.media and media_used):
-        return None
-    before = _potential(model, used, counts)
-    best: tuple[tuple[int, ...], int] | None = None
-    after_counts = dict(counts)
-    after_counts[name] += 1
-    for s in profile.starts:
-        mask = slot_mask(s, profile.size)
-        if used & mask:
-            continue
-        after = _potential(model, used | mask, after_counts)
-        loss = tuple(b - a for b, a in zip(before, after, strict=True))
-        if best is None or loss < best[0]:
-            best = (loss, s)
-    return best
-
-
 # ---- public API --------------------------------------------------------------
 
 
@@ -248,8 +173,12 @@ def plan(
     *,
     default_profile: str | None = "1g.5gb",
     allow_fallback: bool = True,
+    demand: DemandWeights = PRIOR,
 ) -> list[Allocation]:
     """Decide which GPU share(s) satisfy ``request``; raise a domain error if none can.
+
+    ``demand`` is each MIG shape's share of the requests expected (a
+    ``DemandRecorder``'s weights); the placement keeps room for what is asked most.
 
     Returns ``[]`` when the request asks for no GPU. Raises ``InvalidRequest`` for
     a malformed request or a profile no GPU here could ever provide,
@@ -277,16 +206,17 @@ def plan(
     if request.gpu_count is not None:
         return _plan_whole(request.gpu_count, gpus)
     if request.gpu_memory_gb is not None:
-        return [_plan_memory(request.gpu_memory_gb, gpus, whole_only=request.whole)]
+        return [_plan_memory(request.gpu_memory_gb, gpus, demand, whole_only=request.whole)]
     if request.mig_profile is not None:
-        return [_plan_profile(request.mig_profile.strip().lower(), gpus, allow_fallback)]
+        name = request.mig_profile.strip().lower()
+        return [_plan_profile(name, gpus, allow_fallback, demand)]
     if default_profile is None:
         return []
     if not any(g.model and g.model.profile(default_profile) for g in gpus):
         # The default names one model's profile (1g.5gb is A100-40GB's); on other
         # machines give the smallest share of at least the same memory instead.
-        return [_plan_memory(float(nominal_gb(default_profile) or 1), gpus)]
-    return [_plan_profile(default_profile, gpus, allow_fallback)]
+        return [_plan_memory(float(nominal_gb(default_profile) or 1), gpus, demand)]
+    return [_plan_profile(default_profile, gpus, allow_fallback, demand)]
 
 
 def _plan_instance(uuid: str, gpus: list[_Gpu]) -> Allocation:
@@ -303,7 +233,7 @@ def _plan_instance(uuid: str, gpus: list[_Gpu]) -> Allocation:
     raise NotFound(f"no MIG instance {uuid}")
 
 
-def _from_instance(g: _Gpu, inst: MigInstance) -> Allocation:
+def _from_instance(g: _Gpu, inst: MigInstance, reason: str | None = None) -> Allocation:
     return Allocation(
         gpu_uuid=g.device.uuid,
         kind="mig_instance",
@@ -312,10 +242,13 @@ def _from_instance(g: _Gpu, inst: MigInstance) -> Allocation:
         size=inst.size,
         memory_mb=inst.memory_mb,
         instance_uuid=inst.uuid,
+        reason=reason,
     )
 
 
-def _whole(g: _Gpu, *, fallback: bool = False, note: str | None = None) -> Allocation:
+def _whole(
+    g: _Gpu, *, fallback: bool = False, note: str | None = None, reason: str | None = None
+) -> Allocation:
     size = g.model.memory_slices if g.model and g.model.memory_slices else 1
     return Allocation(
         gpu_uuid=g.device.uuid,
@@ -327,7 +260,20 @@ def _whole(g: _Gpu, *, fallback: bool = False, note: str | None = None) -> Alloc
         fallback=fallback,
         notes=(note,) if note else (),
         sharing=g.sharing,
+        reason=reason or _whole_reason(g),
     )
+
+
+def _name(g: _Gpu) -> str:
+    """A GPU as operators know it (nvidia-smi's index)."""
+    return f"GPU {g.device.index}"
+
+
+def _whole_reason(g: _Gpu) -> str:
+    why = "a GPU without MIG, so MIG GPUs stay whole for smaller requests"
+    if g.sharing is not None:
+        why += " (a shared GPU: every GPU without sharing was taken)"
+    return f"whole {_name(g)}: {why}"
 
 
 def _unshared_first(g: _Gpu) -> tuple[bool, int]:
@@ -397,49 +343,63 @@ def _gpu_gb(g: _Gpu) -> float:
     return g.device.memory_total_mb / MIB_PER_GIB
 
 
-def _try_mig(name: str, gpus: list[_Gpu]) -> Allocation | None:
-    """An existing free instance on a static GPU, else the best new one on a dynamic GPU."""
-    for g in gpus:
-        if g.mode is MigMode.STATIC:
-            for inst in sorted(g.free_instances, key=lambda i: i.start):
-                if inst.profile == name:
-                    return _from_instance(g, inst)
-    best: tuple[tuple[tuple[int, ...], int, int, int], _Gpu, MigProfile, int] | None = None
-    for g in gpus:
-        if g.mode is not MigMode.DYNAMIC or g.model is None:
-            continue
-        p = g.model.profile(name)
-        if p is None:
-            continue
-        choice = best_start(g.model, g.used, g.counts, g.media_used, p)
-        if choice is None:
-            continue
-        loss, start = choice
-        remaining = g.free_slices - p.size
-        key = (loss, remaining, g.device.index, start)
-        if best is None or key < best[0]:
-            best = (key, g, p, start)
-    if best is None:
+def _try_mig(name: str, gpus: list[_Gpu], demand: DemandWeights) -> Allocation | None:
+    """A free pre-created instance on a static GPU, else the best new one on a dynamic GPU.
+
+    Taking what exists costs dynamic GPUs nothing; of static GPUs one already in use
+    gives it (the one with the fewest free instances), so untouched ones stay whole.
+    """
+    static = [
+        (not g.claimed, len(g.free_instances), g.device.index, inst.start, g, inst)
+        for g in gpus
+        if g.mode is MigMode.STATIC
+        for inst in g.free_instances
+        if inst.profile == name
+    ]
+    if static:
+        *_, g, inst = min(static, key=lambda x: x[:4])
+        untouched = sum(1 for h in gpus if h.mode is MigMode.STATIC and not h.claimed)
+        why = f"a free pre-created {name} on {_name(g)}"
+        if g.claimed:
+            why += ", a static GPU already in use"
+            if untouched:
+                why += f"; {untouched} untouched static GPU(s) kept whole"
+        else:
+            why += " (no static GPU in use had one free)"
+        return _from_instance(g, inst, reason=why)
+    dynamic = [g for g in gpus if g.mode is MigMode.DYNAMIC and g.model is not None]
+    views = [
+        MigGpu(g.device.index, _name(g), g.model, g.used, g.counts, g.media_used)
+        for g in dynamic
+        if g.model is not None
+    ]
+    chosen = place_mig(name, views, demand)
+    if chosen is None:
         return None
-    _, g, p, start = best
+    g = dynamic[chosen.gpu]
+    p = g.model.profile(name) if g.model else None
+    assert p is not None
     return Allocation(
         gpu_uuid=g.device.uuid,
         kind="mig_create",
         profile=p.name,
-        start=start,
+        start=chosen.start,
         size=p.size,
         memory_mb=p.memory_mib,
+        reason=chosen.reason,
     )
 
 
-def _plan_profile(name: str, gpus: list[_Gpu], allow_fallback: bool) -> Allocation:
+def _plan_profile(
+    name: str, gpus: list[_Gpu], allow_fallback: bool, demand: DemandWeights
+) -> Allocation:
     offered = any(g.model is not None and g.model.profile(name) for g in gpus) or any(
         inst.profile == name for g in gpus for inst in g.device.instances
     )
     if name not in all_profile_names() and not offered:
         raise InvalidRequest(f"unknown MIG profile {name!r}")
     if offered:
-        alloc = _try_mig(name, gpus)
+        alloc = _try_mig(name, gpus, demand)
         if alloc is not None:
             return alloc
     need_gb = nominal_gb(name)
@@ -450,16 +410,21 @@ def _plan_profile(name: str, gpus: list[_Gpu], allow_fallback: bool) -> Allocati
             g = min(free, key=lambda x: (x.device.memory_total_mb, *_unshared_first(x)))
             model = g.model.display_name if g.model else g.device.name
             note = f"no free {name} MIG instance; a whole {model} is given instead"
-            return _whole(g, fallback=True, note=note)
+            reason = f"whole {_name(g)}: no room for {name} on a MIG GPU"
+            return _whole(g, fallback=True, note=note, reason=reason)
         offered = offered or bool(whole)
     if not offered:
         raise InvalidRequest(f"no GPU on this machine offers MIG profile {name}")
     raise CapacityExhausted(f"no free {name}: free now: {_describe_free(gpus)}")
 
 
-def _plan_memory(gb: float, gpus: list[_Gpu], whole_only: bool = False) -> Allocation:
+def _plan_memory(
+    gb: float, gpus: list[_Gpu], demand: DemandWeights = PRIOR, whole_only: bool = False
+) -> Allocation:
     """The smallest free share with ``gb`` of memory: a MIG instance or a whole GPU, or
-    (``whole_only``) only a whole GPU."""
+    (``whole_only``) only a whole GPU. A MIG instance that would take a whole MIG GPU
+    yields to a free GPU without MIG that has the memory: the MIG GPU stays for the
+    smaller requests only it can serve."""
     if gb <= 0:
         raise InvalidRequest(f"gpu_memory_gb must be positive, not {gb}")
     names: dict[str, int] = {}
@@ -474,7 +439,7 @@ def _plan_memory(gb: float, gpus: list[_Gpu], whole_only: bool = False) -> Alloc
                 names.setdefault(inst.profile, inst.memory_mb)
     mig: Allocation | None = None
     for name in sorted(names, key=lambda n: (names[n], n)):
-        mig = _try_mig(name, gpus)
+        mig = _try_mig(name, gpus, demand)
         if mig is not None:
             break
     whole = [g for g in gpus if g.mode is MigMode.DISABLED and g.whole_free and _gpu_gb(g) >= gb]
@@ -482,7 +447,8 @@ def _plan_memory(gb: float, gpus: list[_Gpu], whole_only: bool = False) -> Alloc
         whole, key=lambda g: (g.device.memory_total_mb, *_unshared_first(g)), default=None
     )
     if mig is not None and (
-        best_whole is None or mig.memory_mb <= best_whole.device.memory_total_mb
+        best_whole is None
+        or (mig.memory_mb <= best_whole.device.memory_total_mb and not _takes_all(mig, gpus))
     ):
         return mig
     if best_whole is not None:
@@ -493,6 +459,14 @@ def _plan_memory(gb: float, gpus: list[_Gpu], whole_only: bool = False) -> Alloc
     raise CapacityExhausted(f"no free GPU share with {gb:g} GB: free now: {_describe_free(gpus)}")
 
 
+def _takes_all(alloc: Allocation, gpus: list[_Gpu]) -> bool:
+    """A new instance that spans every memory slice of its (MIG) GPU."""
+    for g in gpus:
+        if g.device.uuid == alloc.gpu_uuid and g.model is not None:
+            return alloc.kind == "mig_create" and alloc.size >= g.model.memory_slices
+    return False
+
+
 # ---- descriptions and claims -------------------------------------------------
 
 
@@ -500,8 +474,8 @@ def _largest_creatable(g: _Gpu) -> list[tuple[str, int]]:
     """Per profile (largest first), how many could still be created on a dynamic GPU."""
     if g.model is None:
         return []
-    pot = _potential(g.model, g.used, g.counts)
-    return [(p.name, n) for p, n in zip(_rank(g.model), pot, strict=True) if n > 0]
+    pot = placements_left(g.model, g.used, g.counts)
+    return [(p.name, n) for p, n in zip(ranked_profiles(g.model), pot, strict=True) if n > 0]
 
 
 def _describe_free(gpus: list[_Gpu]) -> str:

@@ -158,6 +158,7 @@ class Allocation:
     notes: tuple[str, ...] = field(default=())
     replica: int | None = None
     sharing: GpuSharing | None = None
+    reason: str | None = None  # why this GPU and slot, for operators (the placement policy)
 
     @property
     def share(self) -> float | None:

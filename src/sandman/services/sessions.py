@@ -40,6 +40,7 @@ from sandman.errors import (
     SessionConflict,
 )
 from sandman.gpu.mps import MpsControl, limit_session
+from sandman.gpu.placement import DemandRecorder
 from sandman.gpu.planner import plan
 from sandman.gpu.sharing import session_share
 from sandman.gpu.types import Allocation, GpuDevice, GpuInventory, GpuRequest
@@ -161,6 +162,7 @@ class SessionService(SessionEnding):
         self.clock = clock
         self.probe = probe
         self.mps = MpsControl(settings.mps_pipe_directory)  # GPUs shared with MPS
+        self.demand = DemandRecorder()  # the MIG shapes asked for: placement keeps room for them
         self.start_hooks: list[SessionHook] = []  # the session is running
         self.stop_hooks: list[SessionHook] = []  # it is about to lose its container
         self.end_hooks: list[SessionHook] = []  # it has ended and holds nothing
@@ -306,6 +308,9 @@ class SessionService(SessionEnding):
                     try:
                         grant = self._place(db, user_id, request, ttl, image)
                     except (CapacityExhausted, QuotaExceeded) as exc:
+                        if isinstance(exc, CapacityExhausted) and request.gpu.mig_profile:
+                            asked = request.gpu.mig_profile
+                            self.demand.record_asked(asked, self.inventory.devices())
                         if not request.queue or not getattr(exc, "waitable", True):
                             raise
                         devices = self.inventory.devices()
@@ -356,7 +361,9 @@ class SessionService(SessionEnding):
             claims,
             default_profile=self.settings.default_mig_profile,
             allow_fallback=self.settings.mig_fallback,
+            demand=self.demand.weights(),
         )
+        self.demand.record_grant(allocations, devices)
         for admit in self.admission_checks:
             admit(db, user_id, request, ttl, image, allocations, devices)
         port = None
