@@ -386,7 +386,7 @@ class _Facts:
     def read(cls, service: Budgets, db: Db, now: datetime, trailing: bool = True) -> _Facts:
         first, _ = month_bounds(now)
         begin = min(first, now - TRAILING) if trailing else first
-        intervals = list(service.ledger._intervals(db, EVERYONE, begin, now + timedelta(seconds=1)))
+        intervals = list(service.ledger.intervals(db, EVERYONE, begin, now + timedelta(seconds=1)))
         running = list(db.scalars(select(SessionRow).where(SessionRow.status.in_(ACTIVE))))
         return cls(service, now, intervals, intervals if trailing else [], running)
 

@@ -13,6 +13,10 @@ The capacity is a list of snapshots (GPUs per model from a moment on); the first
 snapshot also stands for the time before it. Only a full view (operators) gets the
 idle row and the capacity figures: a partial view sees only part of the usage.
 A running interval counts up to ``now``; the window never reaches past ``now``.
+
+Ended grants may come pre-aggregated instead (``Usage``: the seconds of one grant
+at one priority in one period for one group, as the ledger's day rollups sum
+them); both kinds are priced once per distinct grant and priority.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import NamedTuple
 
 from sandman.accounting.rates import Grant, Rates, grant_units, hourly_price, model_key
 from sandman.policy.units import WHOLE
@@ -65,6 +70,17 @@ class Interval:
     priority: str = "normal"
 
 
+class Usage(NamedTuple):
+    """Seconds of one grant at one priority in one period (its first day) for one group,
+    all inside the report's window: ended grants, summed before they reach here."""
+
+    period: date
+    group: str | None
+    grant: Grant
+    priority: str
+    seconds: float
+
+
 @dataclass(frozen=True)
 class Capacity:
     """The GPUs there are from ``at`` on, per model (catalogue key)."""
@@ -73,8 +89,7 @@ class Capacity:
     gpus: Mapping[str, int]
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):  # a tuple: a year of days per user is tens of thousands of rows
     period: date  # the calendar period's first day
     kind: RowKind
     group: str | None  # None for idle and discount, and for sessions without a team...
@@ -170,11 +185,97 @@ def capacity_in(
     return gpu_hours, cost
 
 
+def day_seconds(start: datetime, end: datetime) -> list[tuple[date, int]]:
+    """[start, end) cut at UTC midnights: each day it touches with its seconds (to the
+    second, as the ledger keeps time)."""
+    cuts: list[tuple[date, int]] = []
+    cursor = start.astimezone(UTC)
+    end = end.astimezone(UTC)
+    while cursor < end:
+        following = day_start(cursor.date() + timedelta(days=1))
+        seconds = round((min(following, end) - cursor).total_seconds())
+        if seconds > 0:
+            cuts.append((cursor.date(), seconds))
+        cursor = following
+    return cuts
+
+
 @dataclass
 class _Sums:
     gpu_hours: float = 0.0
     cost: float = 0.0  # full price
     discount: float = 0.0
+
+
+class _Prices(dict[tuple[Grant, str], tuple[float, float, float]]):
+    """Per (grant, priority), computed once: the full price per hour, the discount per
+    hour and the GPUs it counts."""
+
+    def __init__(self, rates: Rates) -> None:
+        super().__init__()
+        self.rates = rates
+
+    def __missing__(self, key: tuple[Grant, str]) -> tuple[float, float, float]:
+        grant, priority = key
+        full_price = hourly_price(self.rates, grant)
+        price = (full_price, full_price * self.rates.discount(priority), grant_units(grant) / WHOLE)
+        self[key] = price
+        return price
+
+
+Sums = dict[tuple[int, str | None], _Sums]  # per (period's index, group)
+
+
+def _add_intervals(
+    sums: Sums,
+    prices: _Prices,
+    intervals: Iterable[Interval],
+    spans: list[tuple[datetime, datetime, date]],
+    group_by: GroupBy,
+    now: datetime,
+) -> None:
+    """Each interval clipped to the window (the spans) and to ``now``, cut at the spans."""
+    if not spans:
+        return
+    # Seconds since the epoch from here on: float arithmetic, not datetimes, per interval.
+    bounds = [(s.timestamp(), e.timestamp()) for s, e, _ in spans]
+    starts = [s for s, _ in bounds]
+    first, last, current = bounds[0][0], bounds[-1][1], now.timestamp()
+    for interval in intervals:
+        begin = max(interval.start.timestamp(), first)
+        until = min(interval.end.timestamp() if interval.end else current, last)
+        if until <= begin:
+            continue
+        price = prices[(interval.grant, interval.priority)]
+        group = group_of(interval, group_by)
+        index = max(0, bisect.bisect_right(starts, begin) - 1)
+        while index < len(bounds) and bounds[index][0] < until:
+            hours = (min(until, bounds[index][1]) - max(begin, bounds[index][0])) / HOUR
+            sums_of = sums[(index, group)]
+            sums_of.cost += hours * price[0]
+            sums_of.discount += hours * price[1]
+            sums_of.gpu_hours += hours * price[2]
+            index += 1
+
+
+def _add_usage(
+    sums: Sums,
+    prices: _Prices,
+    usage: Iterable[Usage],
+    spans: list[tuple[datetime, datetime, date]],
+) -> None:
+    """Pre-summed seconds into their periods (those outside the window are not counted)."""
+    index_of = {label: index for index, (_, _, label) in enumerate(spans)}
+    for item in usage:
+        index = index_of.get(item.period)
+        if index is None:
+            continue
+        price = prices[(item.grant, item.priority)]
+        hours = item.seconds / HOUR
+        sums_of = sums[(index, item.group)]
+        sums_of.cost += hours * price[0]
+        sums_of.discount += hours * price[1]
+        sums_of.gpu_hours += hours * price[2]
 
 
 def report(
@@ -187,40 +288,16 @@ def report(
     end: datetime,
     now: datetime,
     full: bool = True,
+    usage: Iterable[Usage] = (),
 ) -> Report:
-    """The usage of ``intervals`` in [start, min(end, now)), per period and group."""
+    """The usage of ``intervals`` and of the pre-summed ``usage`` in
+    [start, min(end, now)), per period and group."""
     end = max(start, min(end, now))
     spans = periods(period, start, end)
-    # Seconds since the epoch from here on: float arithmetic, not datetimes, per interval.
-    bounds = [(s.timestamp(), e.timestamp()) for s, e, _ in spans]
-    starts = [s for s, _ in bounds]
-    first, last, current = start.timestamp(), end.timestamp(), now.timestamp()
-    sums: dict[tuple[int, str | None], _Sums] = defaultdict(_Sums)
-    prices: dict[tuple[Grant, str], tuple[float, float, float]] = {}
-    for interval in intervals:
-        begin = max(interval.start.timestamp(), first)
-        until = min(interval.end.timestamp() if interval.end else current, last)
-        if until <= begin:
-            continue
-        key = (interval.grant, interval.priority)
-        price = prices.get(key)
-        if price is None:
-            full_price = hourly_price(rates, interval.grant)
-            price = (
-                full_price,
-                full_price * rates.discount(interval.priority),
-                grant_units(interval.grant) / WHOLE,
-            )
-            prices[key] = price
-        group = group_of(interval, group_by)
-        index = max(0, bisect.bisect_right(starts, begin) - 1)
-        while index < len(bounds) and bounds[index][0] < until:
-            hours = (min(until, bounds[index][1]) - max(begin, bounds[index][0])) / HOUR
-            sums_of = sums[(index, group)]
-            sums_of.cost += hours * price[0]
-            sums_of.discount += hours * price[1]
-            sums_of.gpu_hours += hours * price[2]
-            index += 1
+    prices = _Prices(rates)
+    sums: Sums = defaultdict(_Sums)
+    _add_intervals(sums, prices, intervals, spans, group_by, now)
+    _add_usage(sums, prices, usage, spans)
     snapshots = sorted(capacity, key=lambda c: c.at)
     rows: list[Row] = []
     totals: list[PeriodTotal] = []

@@ -17,11 +17,11 @@ from sqlalchemy import func, select, text
 
 from sandman.accounting.rates import Grant, build_rates, hourly_price
 from sandman.accounting.reports import GroupBy, Period, RowKind
-from sandman.accounting.service import UsageLedger
+from sandman.accounting.service import GRANT_COLUMNS, UsageLedger, grant_key
 from sandman.accounts.policy import Visibility
 from sandman.gpu.inventory import make_inventory
 from sandman.store.database import MIGRATIONS_DIR, Database
-from sandman.store.models import LedgerEvent, User
+from sandman.store.models import LedgerDay, LedgerEvent, User
 from sandman.store.models import Session as SessionRow
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -47,7 +47,13 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 def add_session(
-    db: Database, session_id: str, user: str, profile: str | None, team: str = "vision"
+    db: Database,
+    session_id: str,
+    user: str,
+    profile: str | None,
+    team: str = "vision",
+    project: str | None = "p1",
+    priority: str = "normal",
 ) -> None:
     with db.transaction() as tx:
         if tx.get(User, user) is None:
@@ -59,7 +65,7 @@ def add_session(
                 container_name=session_id, cpus=1, memory="1g", ttl_minutes=60,
                 created_at=T0, expires_at=T0 + timedelta(days=9),
                 labels={}, authorized_keys=[], gpu_parent_uuid="GPU-1", gpu_name=A100,
-                mig_profile=profile, team=team, project="p1", priority="normal",
+                mig_profile=profile, team=team, project=project, priority=priority,
             )
         )  # fmt: skip
 
@@ -156,6 +162,109 @@ def test_no_interval_is_counted_twice_or_lost_across_a_restart(
     assert sum(r.cost for r in result.rows) == pytest.approx(price * expected / 3600)
 
 
+def day_rows(db: Database, user: str) -> list[tuple[date, int]]:
+    with db.read() as tx:
+        rows = tx.execute(
+            select(LedgerDay.day, LedgerDay.seconds)
+            .where(LedgerDay.user_id == user)
+            .order_by(LedgerDay.day)
+        )
+        return [(day, seconds) for day, seconds in rows]
+
+
+def test_a_release_retried_adds_its_days_once(db: Database) -> None:
+    clock = Clock()
+    clock.now = T0 + timedelta(days=3, hours=22)
+    ledger = UsageLedger(db, RATES, clock=clock)
+    add_session(db, "retried", "retried-user", "1g.10gb")
+    grant(ledger, "retried")
+    clock.now += timedelta(hours=3, seconds=5)
+    release(ledger, "retried")
+    release(ledger, "retried")  # the same process retries
+    release(UsageLedger(Database(db.url), RATES, clock=clock), "retried")  # after a restart
+    assert day_rows(db, "retried-user") == [(date(2026, 3, 4), 7200), (date(2026, 3, 5), 3605)]
+    with db.read() as tx:
+        start = tx.scalars(select(LedgerEvent).where(LedgerEvent.session_id == "retried")).first()
+        assert start is not None
+        keys = set(tx.scalars(select(LedgerDay.key).where(LedgerDay.user_id == "retried-user")))
+    assert keys == {grant_key({name: getattr(start, name) for name in GRANT_COLUMNS})}
+
+
+def test_grants_of_the_same_key_share_their_day_rows(db: Database) -> None:
+    clock = Clock()
+    clock.now = T0 + timedelta(days=5)
+    ledger = UsageLedger(db, RATES, clock=clock)
+    for session_id in ("same-1", "same-2"):
+        add_session(db, session_id, "same-user", "2g.20gb")
+        grant(ledger, session_id)
+        clock.now += timedelta(hours=1)
+        release(ledger, session_id)
+    assert day_rows(db, "same-user") == [(date(2026, 3, 6), 7200)]
+
+
+# (user, grant, team, project, priority, start second, seconds held or None: running)
+LEDGERS = st.lists(
+    st.tuples(
+        st.sampled_from(["ann", "ben"]),
+        st.sampled_from([None, "1g.10gb", "3g.40gb"]),
+        st.sampled_from(["t1", "t2"]),
+        st.sampled_from(["p1", None]),
+        st.sampled_from(["low", "normal"]),
+        st.integers(0, 40 * 86400),
+        st.one_of(st.none(), st.integers(0, 20 * 86400)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    grants=LEDGERS,
+    group_by=st.sampled_from(list(GroupBy)),
+    period=st.sampled_from(list(Period)),
+    window=st.tuples(st.integers(-3, 45), st.integers(1, 50)),
+    now=st.integers(0, 70 * 86400),
+)
+def test_the_rollup_gives_the_same_report_as_the_intervals(
+    db: Database,
+    grants: list[tuple[str, str | None, str, str | None, str, int, int | None]],
+    group_by: GroupBy,
+    period: Period,
+    window: tuple[int, int],
+    now: int,
+) -> None:
+    case = f"r{next(USERS)}"
+    clock = Clock()
+    ledger = UsageLedger(db, RATES, clock=clock)
+    events: list[tuple[int, str, str]] = []  # (second, grant | release, session)
+    for i, (user, profile, team, project, priority, begin, held) in enumerate(grants):
+        session_id = f"{case}-{i}"
+        # One active session per user: a user per session (teams and projects are shared).
+        add_session(db, session_id, f"{session_id}{user}", profile, f"{case}{team}", project,
+                    priority)  # fmt: skip
+        events.append((begin, "grant", session_id))
+        if held is not None and begin + held <= now:
+            events.append((begin + held, "release", session_id))
+    for second, what, session_id in sorted(events):
+        clock.now = T0 + timedelta(seconds=second)
+        (grant if what == "grant" else release)(ledger, session_id)
+    clock.now = T0 + timedelta(seconds=now)
+    visibility = Visibility(False, teams=frozenset({f"{case}t1", f"{case}t2"}))
+    start = date(2026, 3, 1) + timedelta(days=window[0])
+    how = (visibility, group_by, period, start, start + timedelta(days=window[1]))
+    by_day, by_interval = ledger.report(*how), ledger.report_from_intervals(*how)
+    assert (by_day.start, by_day.end) == (by_interval.start, by_interval.end)
+    assert [(r.period, r.kind, r.group) for r in by_day.rows] == [
+        (r.period, r.kind, r.group) for r in by_interval.rows
+    ]
+    for one, other in zip(by_day.rows, by_interval.rows, strict=True):
+        assert one.cost == pytest.approx(other.cost, abs=1e-6)
+        assert one.gpu_hours == pytest.approx(other.gpu_hours, abs=1e-6)
+
+
 def test_the_capacity_is_recorded_when_it_changes(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'cap.db'}")
     db.migrate()
@@ -228,4 +337,11 @@ def test_the_migration_back_fills_the_sessions_before_it(tmp_path: Path) -> None
     assert events[("ended", "start")].gpus == 2
     assert events[("running", "start")].at == datetime(2026, 2, 1, 10, tzinfo=UTC)
     assert events[("running", "start")].priority == "low"
+    with db.read() as tx:
+        days = tx.scalars(select(LedgerDay)).all()
+    assert [(d.day, d.week, d.month, d.user_id, d.gpus, d.seconds) for d in days] == [
+        (date(2026, 2, 1), date(2026, 1, 26), date(2026, 2, 1), "ended", 2, 7200)
+    ]
+    start = events[("ended", "start")]
+    assert days[0].key == grant_key({name: getattr(start, name) for name in GRANT_COLUMNS})
     db.dispose()

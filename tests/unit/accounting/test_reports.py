@@ -3,6 +3,8 @@ always reconcile to the capacity's cost (usage + discount + idle)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -16,6 +18,10 @@ from sandman.accounting.reports import (
     Interval,
     Period,
     RowKind,
+    Usage,
+    day_seconds,
+    group_of,
+    period_start,
     periods,
     report,
     to_csv,
@@ -196,3 +202,64 @@ def test_rates_with_no_capacity_make_idle_negative_not_lost() -> None:
         T0 + timedelta(days=1),
     )
     assert sum(r.cost for r in result.rows) == 0
+
+
+def test_an_interval_is_cut_at_utc_midnights_to_the_second() -> None:
+    start = datetime(2026, 1, 30, 23, 59, 30, tzinfo=UTC)
+    assert day_seconds(start, start + timedelta(days=1, seconds=60)) == [
+        (date(2026, 1, 30), 30),
+        (date(2026, 1, 31), 86400),
+        (date(2026, 2, 1), 30),
+    ]
+    assert day_seconds(start, start) == []
+
+
+def _summed(
+    ended: list[Interval], group_by: GroupBy, period: Period, start: datetime, end: datetime
+) -> list[Usage]:
+    """What the ledger's day rollup gives for ``ended``: the seconds of the days that
+    begin in [start, end), summed per period, group and grant."""
+    seconds: dict[tuple[date, str | None, Grant, str], float] = defaultdict(float)
+    for run in ended:
+        assert run.end is not None
+        for day, count in day_seconds(run.start, run.end):
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            if start <= moment < end:
+                label = period_start(period, moment).date()
+                seconds[(label, group_of(run, group_by), run.grant, run.priority)] += count
+    return [Usage(*key, value) for key, value in seconds.items()]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    intervals=INTERVALS,
+    group_by=st.sampled_from(list(GroupBy)),
+    period=st.sampled_from(list(Period)),
+    window=st.tuples(st.integers(-5, 100), st.integers(1, 60)),
+    now_day=st.integers(0, 150),
+)
+def test_ended_grants_summed_per_day_give_the_same_report_as_their_intervals(
+    intervals: list[Interval],
+    group_by: GroupBy,
+    period: Period,
+    window: tuple[int, int],
+    now_day: int,
+) -> None:
+    start = T0 + timedelta(days=window[0])
+    end = start + timedelta(days=window[1])
+    now = T0 + timedelta(days=now_day, seconds=1234)
+    runs = [  # to the second, as the ledger keeps them
+        replace(r, end=r.end.replace(microsecond=0)) if r.end else r for r in intervals
+    ]
+    ended = [r for r in runs if r.end is not None and r.end <= now]
+    running = [r for r in runs if r.end is None]
+    by_interval = report(ended + running, CAPACITY, RATES, group_by, period, start, end, now)
+    # The rollup's days: those that begin before the window's end as counted.
+    usage = _summed(ended, group_by, period, start, max(start, min(end, now)))
+    by_day = report(running, CAPACITY, RATES, group_by, period, start, end, now, usage=usage)
+    assert [(r.period, r.kind, r.group) for r in by_day.rows] == [
+        (r.period, r.kind, r.group) for r in by_interval.rows
+    ]
+    for one, other in zip(by_day.rows, by_interval.rows, strict=True):
+        assert one.cost == pytest.approx(other.cost, abs=1e-6)
+        assert one.gpu_hours == pytest.approx(other.gpu_hours, abs=1e-6)

@@ -4,11 +4,12 @@ week or month (UTC), from the cost ledger; JSON or CSV."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
+from pydantic_core import to_json
 
 from sandman.accounting.reports import GroupBy, Period, Report, to_csv
 from sandman.accounts.policy import usage_visibility
@@ -65,19 +66,37 @@ class UsageOut(BaseModel):
     totals: list[PeriodTotalOut]
 
 
+def _iso(value: datetime) -> str:
+    """As ``UtcTime`` writes it."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _rounded(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _iso(value)
     return round(value, DIGITS) if isinstance(value, float) else value
 
 
 def _body(result: Report) -> dict[str, Any]:
+    """``UsageOut`` as plain values, built without validation: a year of days per user
+    is tens of thousands of rows, and the report already has their types."""
     return {
         "group_by": result.group_by.value,
         "period": result.period.value,
-        "start": result.start,
-        "end": result.end,
+        "start": _iso(result.start),
+        "end": _iso(result.end),
         "currency": result.currency,
         "complete": result.full,
-        "rows": [{k: _rounded(v) for k, v in asdict(row).items()} for row in result.rows],
+        "rows": [
+            {
+                "period": row.period,
+                "kind": row.kind.value,
+                "group": row.group,
+                "gpu_hours": round(row.gpu_hours, DIGITS),
+                "cost": round(row.cost, DIGITS),
+            }
+            for row in result.rows
+        ],
         "totals": [{k: _rounded(v) for k, v in asdict(t).items()} for t in result.totals],
     }
 
@@ -126,4 +145,4 @@ def usage_report(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="usage.csv"'},
         )
-    return _body(result)
+    return Response(to_json(_body(result)), media_type="application/json")
