@@ -137,6 +137,24 @@ class Settings(BaseSettings):
         None, description="YAML mapping the provider's groups to roles and teams."
     )
 
+    # --- web apps: JupyterLab and VS Code through Sandman (the apps origin) ---
+    apps_listen: str | None = Field(
+        "127.0.0.1:8081",
+        description="Where `sandman serve` serves the apps origin (HOST:PORT), beside the "
+        "API; empty or 'off': not served.",
+    )
+    apps_url: str | None = Field(
+        None,
+        description="The apps origin's public URL (https://apps.gpu.example.org): a host "
+        "name of its own, since browsers share cookies between the ports of one host. "
+        "Unset: http://localhost:<port> of apps_listen (the API answers on 127.0.0.1).",
+    )
+    apps_admin_access: bool = Field(
+        False,
+        description="Let admins open other users' JupyterLab and VS Code through the "
+        "apps proxy (the user's code then runs in the admin's browser, on the apps origin).",
+    )
+
     # --- storage ---
     data_dir: Path = Field(Path(".sandman"), description="Where Sandman keeps its state.")
     db_path: Path | None = Field(
@@ -526,6 +544,28 @@ class Settings(BaseSettings):
         return parse_egress(self.egress)
 
     @property
+    def apps_listen_address(self) -> tuple[str, int] | None:
+        """Where the apps origin listens; None when ``apps_listen`` turns it off."""
+        value = (self.apps_listen or "").strip()
+        if value.lower() in ("", "off", "none"):
+            return None
+        host, _, port = value.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
+    def effective_apps_url(self) -> str | None:
+        """The apps origin as browsers reach it: ``apps_url``, or derived from
+        ``apps_listen``; None when there is no apps origin."""
+        if self.apps_url:
+            return self.apps_url.rstrip("/")
+        address = self.apps_listen_address
+        if address is None:
+            return None
+        host, port = address
+        local = host in ("127.0.0.1", "0.0.0.0", "::1", "::", "localhost")
+        return f"http://{'localhost' if local else host}:{port}"
+
+    @property
     def effective_workspace_root(self) -> Path:
         return (self.workspace_root or self.data_dir / "workspaces").resolve()
 
@@ -545,6 +585,15 @@ class Settings(BaseSettings):
         host, _, port = self.ssh_listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port
             raise ConfigurationError(f"ssh_listen must be HOST:PORT, not {self.ssh_listen!r}")
+        apps = (self.apps_listen or "").strip()
+        if apps.lower() not in ("", "off", "none"):
+            host, _, port = apps.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigurationError(f"apps_listen must be HOST:PORT or off, not {apps!r}")
+        if self.apps_url and not re.match(r"^https?://[^/?#]+/?$", self.apps_url):
+            raise ConfigurationError(
+                f"apps_url must be an origin (http[s]://host[:port]), not {self.apps_url!r}"
+            )
         if "*" in self.cors_origins:
             raise ConfigurationError(
                 "cors_origins cannot be '*': the API uses credentials; list the origins"
