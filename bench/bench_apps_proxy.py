@@ -47,7 +47,8 @@ from sandman.services.requests import SessionRequest
 from sandman.web.apps_app import create_apps_app
 
 upstream = int(sys.argv[1])
-sock = socket.socket(); sock.bind(("127.0.0.1", 0))
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+sock.bind(("127.0.0.1", 0))
 port = sock.getsockname()[1]
 runtime = FakeRuntime()
 core = Sandman(
