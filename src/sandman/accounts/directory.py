@@ -104,6 +104,18 @@ class Directory:
         with self.db.read() as db:
             return view(db, self._existing(db, user_id))
 
+    def ssh_keys(self, user_id: str) -> list[str]:
+        """The user's SSH public keys (they open the gateway to every later session)."""
+        with self.db.read() as db:
+            return list(self._existing(db, user_id).ssh_public_keys or [])
+
+    def set_ssh_keys(self, user_id: str, keys: list[str]) -> list[str]:
+        """Replace the user's keys with ``keys``, already normalized by the caller."""
+        with self.db.transaction() as db:
+            user = self._existing(db, user_id)
+            user.ssh_public_keys = list(keys)
+            return list(keys)
+
     def list_users(self, status: str | None = None) -> list[UserView]:
         query = select(User).order_by(User.user_id)
         if status is not None:

@@ -233,6 +233,20 @@ class Credentials:
             )
         return login
 
+    def login_with_token(self, secret: str) -> Login:
+        """A browser login for a personal token pasted into the portal's form: the same
+        kind of cookie single sign-on sets. A login has its owner's whole role, so a
+        token limited to fewer scopes cannot be traded for one."""
+        if not secret.startswith(TOKEN_PREFIX):
+            raise Unauthorized("not a personal token (they start with sm_)")
+        caller = self.check_token(secret)
+        if caller.user_id is None or Scope.ADMIN not in caller.scopes:
+            raise Unauthorized(
+                "this token is limited to some scopes; log in with a token of scope admin "
+                "(the default) or through single sign-on"
+            )
+        return self.create_login(caller.user_id)
+
     def check_login(self, secret: str) -> tuple[Caller, str]:
         """The caller of a login cookie and its CSRF token; 401 if unknown or expired."""
         key = digest(secret)

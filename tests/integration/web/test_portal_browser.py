@@ -1,0 +1,177 @@
+"""The portal in a real browser: Debian's Chromium driven headless by Playwright,
+against ``sandman serve`` on the real Docker engine, logging in through a real
+OpenID provider.
+
+A user logs in with single sign-on, starts a session from the portal, sees it
+running with its countdown, copies the SSH command and ends it; the admin's GPU
+page shows the MIG layout with that session in its slot; another user does not
+see it. Screenshots of the main pages go to ``test-artifacts/portal/``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration.oidc.conftest import GROUP_MAP, USERS
+from tests.integration.oidc.harness import CLIENT_ID, CLIENT_SECRET, start_provider
+from tests.integration.support import HEADERS, Server
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[3]
+SETUP_STAMP = ROOT / ".venv" / ".sandman-chromium"  # scripts/setup.sh --for-tests
+ARTIFACTS = ROOT / "test-artifacts" / "portal"
+SESSION_ID = re.compile(r"/ui/sessions/([0-9a-f-]{36})")
+STARTED = 180_000  # ms for a real container to come up
+
+
+def _browser_or_skip() -> Any:
+    """Playwright's sync API, or a skip when this machine was never set up for the
+    browser tests; once setup has run, a missing piece is a failure, not a skip."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (Debian's chromium package)")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        missing.append("the playwright package (the dev extras)")
+        sync_api = None
+    if missing:
+        reason = f"missing {' and '.join(missing)}: run scripts/setup.sh --for-tests"
+        if SETUP_STAMP.exists():
+            pytest.fail(f"set up for the browser tests, yet {reason}")
+        pytest.skip(reason)
+    return sync_api
+
+
+@pytest.fixture(scope="module")
+def playwright_api() -> Any:
+    return _browser_or_skip()
+
+
+@pytest.fixture
+def portal(server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, Any]]:
+    found = server(gpu_topology="a100-40gb-7x1g", default_mig_profile="1g.5gb")
+    provider = start_provider(tmp_path, [f"{found.url}/auth/callback"], USERS)
+    group_map = tmp_path / "groups.yaml"
+    group_map.write_text(GROUP_MAP)
+    found.env.update(
+        SANDMAN_PUBLIC_URL=found.url,
+        SANDMAN_OIDC_ISSUER=provider.issuer,
+        SANDMAN_OIDC_CLIENT_ID=CLIENT_ID,
+        SANDMAN_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        SANDMAN_OIDC_GROUP_MAP=str(group_map),
+    )
+    try:
+        found.start()
+        yield found, provider
+    finally:
+        provider.stop()
+
+
+@pytest.fixture
+def chromium(playwright_api: Any) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield browser
+        browser.close()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(browser: Any, url: str, account: str) -> Any:
+    """A fresh browser context logged in as ``account`` through single sign-on."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
+    page = context.new_page()
+    page.goto(f"{url}/ui/")
+    assert "/ui/login" in page.url
+    page.click("#sso-login")
+    page.fill("input[name=login]", account)
+    page.fill("input[name=password]", "any")
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    if not page.url.startswith(url):  # the provider's consent
+        page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/ui/**")
+    assert page.locator("#who").inner_text().startswith(account)
+    return page
+
+
+def test_portal_end_to_end(portal: tuple[Server, Any], chromium: Any) -> None:
+    server, _ = portal
+    url = server.url
+    bob = log_in(chromium, url, "bob")
+    shot(bob, "home")
+    bob.select_option("#profile", "1g.5gb")
+    bob.fill("input[name=ttl_minutes]", "30")
+    bob.click("#start-form button[type=submit]")
+    bob.wait_for_load_state()
+    if bob.locator("#private-key").count():  # no key of his own: one is made, shown once
+        assert "PRIVATE KEY" in bob.locator("#private-key").inner_text()
+        bob.click("text=Go to the session")
+    bob.wait_for_url(SESSION_ID)
+    found = SESSION_ID.search(bob.url)
+    assert found is not None
+    session_id = found.group(1)
+    # htmx refreshes the status every 5 s (a string predicate would need unsafe-eval).
+    bob.locator("#status", has_text=re.compile(r"^running$")).wait_for(timeout=STARTED)
+    countdown = bob.locator("#countdown")
+    first = countdown.inner_text()
+    assert re.fullmatch(r"\d+m \d\ds", first), first
+    bob.wait_for_timeout(1500)
+    assert countdown.inner_text() != first  # it counts down in the page
+    command = bob.locator("#ssh-command").inner_text()
+    assert command.startswith("ssh ") and "bob@" in command
+    bob.click("#copy-ssh")
+    bob.wait_for_selector("#copy-ssh[data-copied=true]")
+    assert bob.evaluate("navigator.clipboard.readText()") == command
+    shot(bob, "session")
+
+    # The admin's GPU page: the session in its MIG slot, with its user.
+    alice = log_in(chromium, url, "alice")
+    alice.goto(f"{url}/ui/gpus")
+    slot = alice.locator(f'.slot[data-session="{session_id}"]')
+    slot.wait_for()
+    assert "1g.5gb" in slot.inner_text() and "bob" in slot.inner_text()
+    shot(alice, "gpus")
+    alice.goto(f"{url}/ui/sessions")
+    assert alice.locator(f'tr[data-session="{session_id}"]').count() == 1
+    shot(alice, "sessions")
+    for name in ("queue", "people", "costs", "audit"):
+        alice.goto(f"{url}/ui/{name}")
+        shot(alice, name)
+
+    # Another user sees none of it.
+    erin = log_in(chromium, url, "erin")
+    assert session_id not in erin.content()
+    answer = erin.goto(f"{url}/ui/sessions/{session_id}")
+    assert answer is not None and answer.status == 404
+    erin.goto(f"{url}/ui/gpus")
+    assert erin.locator("[data-session]").count() == 0
+
+    # Bob ends it.
+    bob.on("dialog", lambda dialog: dialog.accept())
+    bob.click("#end-session")
+    bob.wait_for_url(f"{url}/ui/")
+    assert "ended" in bob.locator(".flash").inner_text()
+    ended = httpx.get(f"{url}/api/v1/sessions/{session_id}", headers=HEADERS, timeout=30)
+    assert ended.json()["status"] == "deleted"
+
+
+def test_setup_installs_chromium() -> None:
+    """scripts/setup.sh --for-tests is what puts Chromium here (CI runs it)."""
+    script = (ROOT / "scripts" / "setup.sh").read_text()
+    assert "chromium" in script
+    if SETUP_STAMP.exists():
+        assert shutil.which("chromium") or CHROMIUM.exists()
