@@ -104,7 +104,12 @@ def install_openapi(app: FastAPI, limits: Limits) -> None:
         components = schema.get("components", {}).get("schemas", {})
         create = components.get("CreateSessionBody")
         if create is not None:
-            create["not"] = {"anyOf": at_most_one_set(GPU_FIELDS, ("shared",))}
+            create["not"] = {
+                "anyOf": [
+                    *at_most_one_set(GPU_FIELDS, ("shared",)),
+                    *at_most_one_set(("image", "environment")),
+                ]
+            }
         for (name, field), keywords in limits.items():
             prop = components.get(name, {}).get("properties", {}).get(field)
             for option in prop.get("anyOf", [prop]) if prop is not None else []:

@@ -101,10 +101,13 @@ def create(
     queue: Annotated[
         bool, typer.Option("--queue", help="Wait in the queue when nothing fits now")
     ] = False,
+    environment: Annotated[
+        str | None, typer.Option("--env", help="Environment (sandman env list; default base)")
+    ] = None,
 ) -> None:
     """Start a session for USER_ID (default: the token's own user)."""
     body: dict[str, Any] = {"user_id": user_id} if user_id else {}
-    body.update(given(team=team, project=project, priority=priority))
+    body.update(given(team=team, project=project, priority=priority, environment=environment))
     if queue:
         body["queue"] = True
     if ttl is not None:
@@ -136,6 +139,8 @@ def create(
         out.print(f"  {created['ssh_command']} -i {target}")
     else:
         out.print(f"connect with: {created['ssh_command']}")
+    for name, url in (created.get("apps") or {}).items():
+        out.print(f"{name}: {url}")
 
 
 @session_app.command("list")

@@ -1,4 +1,5 @@
-"""``python -m sandman.image``: build the workspace image if it is missing."""
+"""``python -m sandman.image``: build the workspace image (or with ``--environment
+NAME`` an environment's image) unless a current one exists."""
 
 from __future__ import annotations
 
@@ -31,8 +32,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mirror", help="Debian mirror for debootstrap (default: from /etc/apt sources)"
     )
     parser.add_argument("--suite", default="bookworm", help="Debian suite (%(default)s)")
+    parser.add_argument(
+        "--environment",
+        metavar="NAME",
+        help="build sandman-NAME:latest (jupyter, pytorch, tensorflow) and what it needs",
+    )
     args = parser.parse_args(argv)
     try:
+        if args.environment is not None:
+            from sandman.image.environment_build import build_environment_image
+
+            build_environment_image(
+                args.environment,
+                base_image=args.base_image,
+                force=args.force,
+                log=lambda line: print(line, flush=True),
+            )
+            return 0
         if not args.force and image_is_current(args.tag):
             return 0
         build_workspace_image(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sandman.environments.apps import SECRET_FILE as APPS_SECRET_FILE
 from sandman.gpu.sharing import GpuShare
 from sandman.image.accounts import passwd_and_group
 from sandman.runtime.base import (
@@ -47,6 +48,7 @@ class SessionContainer:
     trusted_ca_keys: tuple[str, ...] = ()  # user CAs whose certificates sshd accepts
     workspace_quota: int | None = None  # bytes a new workspace may hold; None: no limit
     gpu_share: GpuShare | None = None  # a replica of a shared GPU
+    apps_secret: str | None = None  # the web apps' secret (environments.apps)
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -126,6 +128,11 @@ def session_files(session: SessionContainer) -> tuple[SessionFile, ...]:
             sshd_session_config(environment, trusted_ca=bool(session.trusted_ca_keys)),
             0o644,
             owned_by_user=True,
+        ),
+        *(
+            (SessionFile(APPS_SECRET_FILE, session.apps_secret, 0o600, owned_by_user=True),)
+            if session.apps_secret
+            else ()
         ),
         SessionFile("/etc/passwd", passwd, 0o644),
         SessionFile("/etc/group", group, 0o644),

@@ -34,6 +34,8 @@ class SessionRequest:
     # it picks the GPU share (policy.workload); recorded in the label workload_type.
     workload_type: str | None = None
     use_mig: bool | None = None  # seed 003's useMig: overrides the workload's preference
+    # The environment it starts from (default base); not with ``image``.
+    environment: str | None = None
 
 
 WORKLOAD_LABEL = "workload_type"

@@ -60,11 +60,16 @@ def restored_request(request: SessionRequest, source: SessionRow) -> SessionRequ
             gpu = replace(gpu, gpu_count=len(held))
         else:
             gpu = replace(gpu, gpu_count=0)
+    # Its environment again (whatever that environment's image is now), or its image
+    # where it named one; what the request names instead wins.
+    environment = request.environment or (None if request.image else source.environment)
+    image = request.image or (None if environment else source.image)
     return replace(
         request,
         gpu=gpu,
         ttl_minutes=request.ttl_minutes or source.ttl_minutes,
-        image=request.image or source.image,
+        image=image,
+        environment=environment,
         cpus=request.cpus if request.cpus is not None else source.cpus,
         memory=request.memory or source.memory,
         team=request.team or source.team,
