@@ -5,11 +5,13 @@
 #      pyproject.toml is newer than the last install);
 #   2. docker.io, debootstrap, the OpenSSH client and server, rsync (apt);
 #   3. a running Docker engine (started in the background if it does not answer);
-#   4. the Sandman workspace image (built if missing);
+#   4. the Sandman workspace image (built if missing or stale), and with --for-tests
+#      the jupyter environment's image (sandman-jupyter:latest, likewise);
 #   5. with --for-tests, the test OpenID provider's node_modules (npm ci, once
 #      per lockfile, under ${XDG_CACHE_HOME:-~/.cache}/sandman/oidc-provider/), and
 #      Debian's prometheus, prometheus-alertmanager and docker-compose (promtool,
-#      amtool, a private Prometheus and Alertmanager, and "compose config").
+#      amtool, a private Prometheus and Alertmanager, and "compose config"), and
+#      Debian's chromium (the portal's browser tests, driven by Playwright).
 #
 # Idempotent and quiet when there is nothing to do; exits non-zero with a message
 # on the first failure.
@@ -69,6 +71,8 @@ install_system_packages() {
             missing+=(docker-compose)
             packages+=(docker-compose)
         fi
+        # The portal's browser tests drive Debian's Chromium with Playwright.
+        [ -x /usr/bin/chromium ] || { missing+=(chromium); packages+=(chromium); }
     fi
     [ "${#missing[@]}" -eq 0 ] && return 0
     say "missing: ${missing[*]}"
@@ -210,9 +214,17 @@ main() {
     setup_venv
     if [ "$FOR_TESTS" -eq 1 ]; then
         install_oidc_provider
+        # From here on the browser tests fail, not skip, when Chromium is missing.
+        touch "$VENV/.sandman-chromium"
     fi
     start_docker
     "$VENV/bin/python" -m sandman.image || die "building the workspace image failed"
+    if [ "$FOR_TESTS" -eq 1 ]; then
+        # The jupyter environment's image (JupyterLab and code-server on the workspace
+        # image), rebuilt when its recipe or the workspace image changes.
+        "$VENV/bin/python" -m sandman.image --environment jupyter ||
+            die "building the jupyter environment's image failed"
+    fi
 }
 
 # Sourcing the script (for testing one step) defines the functions only.

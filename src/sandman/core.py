@@ -25,6 +25,8 @@ from sandman.accounts.service import Accounts
 from sandman.accounts.sso import SingleSignOn
 from sandman.config import Settings
 from sandman.domain import SessionStatus
+from sandman.environments.apps import apps_secret, load_apps_key
+from sandman.environments.service import Environments
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
@@ -60,6 +62,7 @@ from sandman.services.sshpiper import SshPiperConfig
 from sandman.services.workspaces import WorkspaceService
 from sandman.store.database import Database
 from sandman.store.models import Meta
+from sandman.web.apps_access import AppsAccess
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +219,31 @@ class Sandman:
             lambda db, _user, request: self.budgets.admit(db, request.team, request.project)
         )
         self.usage.record_capacity()
+        # Environments: what a session starts from (image, apps, allowed teams).
+        self.environments = Environments(
+            self.db,
+            settings.default_image,
+            lambda: list(settings.allowed_images),
+            settings.effective_apps_url,
+        )
+        self.sessions.choose_environment = self.environments.choose
+        apps_key = load_apps_key(settings.data_dir)
+        self.sessions.apps_secret = lambda session_id: apps_secret(apps_key, session_id)
         self.workspaces = WorkspaceService(
             settings, self.db, self.runtime, self.sessions.ensure_user
         )
         self.accounts = Accounts(self.db, self.sessions, timedelta(seconds=settings.login_ttl))
         self.credentials = self.accounts.credentials
         self.audit = self.accounts.audit
+        # Who gets through the apps origin (JupyterLab, VS Code): codes, logins, policy.
+        self.apps = AppsAccess(
+            self.db,
+            self.accounts.directory,
+            self.credentials,
+            self.admin_token,
+            timedelta(seconds=settings.login_ttl),
+            settings.apps_admin_access,
+        )
         self.sso = SingleSignOn.from_settings(settings, self.accounts)  # None without an issuer
         self.health = HealthCheck(
             {

@@ -66,6 +66,11 @@ class Action(StrEnum):
     USAGE_READ_ALL = "usage.read_all"  # everyone's, with idle capacity
     BUDGET_READ = "budget.read"  # a team's budgets and forecasts (and its projects')
     BUDGET_MANAGE = "budget.manage"
+    ENVIRONMENT_READ = "environment.read"  # environments allowed to the caller's teams
+    ENVIRONMENT_READ_ALL = "environment.read_all"  # every environment, restricted or not
+    ENVIRONMENT_MANAGE = "environment.manage"  # register, change, remove and build
+    APP_USE = "session.app"  # a session's web apps (JupyterLab, VS Code): its owner's
+    APP_USE_ANY = "session.app_any"  # another user's web apps: admins, when allowed
 
 
 READS = frozenset(
@@ -88,6 +93,8 @@ READS = frozenset(
         Action.USAGE_READ,
         Action.USAGE_READ_ALL,
         Action.BUDGET_READ,
+        Action.ENVIRONMENT_READ,
+        Action.ENVIRONMENT_READ_ALL,
     }
 )
 # Role and token administration: a token needs scope ``admin`` for these.
@@ -95,7 +102,12 @@ ADMINISTRATION = frozenset({Action.USER_SET_ROLE, Action.TOKEN_CREATE, Action.TO
 
 # What an operator may not do: change roles or the notification defaults; tokens are
 # their own only (below).
-OPERATOR_DENIED = frozenset({Action.USER_SET_ROLE, Action.NOTIFICATION_DEFAULTS})
+OPERATOR_DENIED = frozenset(
+    {Action.USER_SET_ROLE, Action.NOTIFICATION_DEFAULTS, Action.APP_USE_ANY}
+)
+# What nobody but the owner may do, whatever their role: a web app runs the owner's
+# code in the browser of whoever opens it (``may_use_apps`` names the exception).
+OWNER_ONLY = frozenset({Action.APP_USE})
 # What every user may do on their own things (``owner`` is the caller).
 OWN = frozenset(
     {
@@ -114,10 +126,11 @@ OWN = frozenset(
         Action.NOTIFICATION_READ,
         Action.NOTIFICATION_SET,
         Action.USAGE_READ,
+        Action.APP_USE,
     }
 )
 # What every user may do whoever owns it.
-ANYONE = frozenset({Action.GPU_READ, Action.SESSION_STATS})
+ANYONE = frozenset({Action.GPU_READ, Action.SESSION_STATS, Action.ENVIRONMENT_READ})
 # What a team's lead may do on the team's things.
 LEAD = frozenset({Action.SESSION_READ, Action.SESSION_END, Action.USAGE_READ})
 # What a team's member may read about the team.
@@ -184,6 +197,8 @@ def decide(caller: Caller, action: Action, target: Target | None = None) -> Deci
     if not _grants(caller.scopes, scope):
         return Decision(False, f"{action} needs a token with scope {scope.value}")
     own = target.owner is not None and target.owner == caller.user_id
+    if action in OWNER_ONLY and not own:
+        return Decision(False, f"{action} is for the session's owner only")
     if caller.role == Role.ADMIN:
         return Decision(True)
     if caller.role == Role.OPERATOR:
@@ -221,6 +236,15 @@ def require_visible(caller: Caller, action: Action, target: Target, what: str) -
     ):
         raise NotFound(f"no {what}")
     require(caller, action, target)
+
+
+def may_use_apps(caller: Caller, target: Target, admins_allowed: bool) -> Decision:
+    """Whether ``caller`` may use the web apps of a session of ``target.owner``: the
+    owner, and admins too where the deployment allows it (``apps_admin_access``)."""
+    decision = decide(caller, Action.APP_USE, target)
+    if decision.allowed or not admins_allowed:
+        return decision
+    return decide(caller, Action.APP_USE_ANY, target)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ from sandman.api.http_metrics import HttpMetrics
 from sandman.api.openapi import Limits, errors, install_openapi
 from sandman.api.routes import (
     accounts,
+    apps,
     budgets,
     capacity,
+    environments,
     gpus,
     health,
     metrics,
@@ -43,6 +45,7 @@ from sandman.core import Sandman
 from sandman.gpu.catalogue import find_model
 from sandman.gpu.types import MigMode
 from sandman.observe.idle import idle_timeout_range
+from sandman.web.portal import install_portal
 
 API_PREFIX = "/api/v1"
 SEED_003_PREFIX = "/k8s-monitor/api/v1"  # seed 003's clients call under its context path
@@ -94,6 +97,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected.include_router(workspaces.router)
     protected.include_router(accounts.router)
     protected.include_router(teams.router)
+    protected.include_router(environments.router)
     protected.include_router(tokens.router)
     protected.include_router(quotas.router)
     protected.include_router(queue.router)
@@ -102,6 +106,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     protected.include_router(notifications.router)
     protected.include_router(usage.router)
     protected.include_router(seed_gpu.router)
+    protected.include_router(apps.router)  # the portal's half of the apps handshake
     app.include_router(protected, prefix=API_PREFIX)
     # The seed documents' clients call the same routes without the prefix, and seed
     # 003's under its application's context path.
@@ -112,6 +117,7 @@ def create_app(core: Sandman, run_background: bool = True) -> FastAPI:
     app.include_router(notifications.alerts_router, include_in_schema=False)
     install_openapi(app, request_limits(core))
     install_docs(app)
+    install_portal(app)  # /ui/, and / and /k8s-monitor sending browsers there
     app.add_middleware(HttpMetrics, sink=core.metrics.service)
     app.add_middleware(RequestContext, core=core)
     return app
@@ -129,6 +135,8 @@ def request_limits(core: Sandman) -> Limits:
         if model is not None and model.mig_capable and device.mig_mode != MigMode.DISABLED:
             profiles.update(profile.name for profile in model.profiles)
     ttl = {"minimum": 1, "maximum": core.settings.max_ttl_minutes}
+    environments = core.environments.all()  # as registered when the server started
+    images = {environment.image for environment in environments.values()}
     idle_low, idle_top = idle_timeout_range(
         core.settings.idle_timeout_max, core.settings.max_ttl_minutes
     )
@@ -136,7 +144,8 @@ def request_limits(core: Sandman) -> Limits:
         ("CreateSessionBody", "idle_timeout_minutes"): {"minimum": idle_low, "maximum": idle_top},
         ("CreateSessionBody", "ttl_minutes"): ttl,
         ("ExtendSessionBody", "ttl_minutes"): ttl,
-        ("CreateSessionBody", "image"): {"enum": list(core.settings.allowed_images)},
+        ("CreateSessionBody", "image"): {"enum": sorted({*core.settings.allowed_images, *images})},
+        ("CreateSessionBody", "environment"): {"enum": sorted(environments)},
         ("CreateSessionBody", "mig_profile"): {"enum": sorted(profiles)},
         ("CreateSessionBody", "cpus"): {"minimum": 0.01, "maximum": float(os.cpu_count() or 1)},
         ("CreateSessionBody", "gpu_count"): {"minimum": 0, "maximum": whole},

@@ -78,7 +78,16 @@ class CreateSessionBody(BaseModel):
         description="A replica of a GPU shared by several sessions (time-slicing or MPS; "
         "time-sliced GPUs have no memory isolation); not with the other GPU fields.",
     )
-    image: str | None = Field(None, description="One of the allowed images.")
+    image: str | None = Field(
+        None,
+        description="An allowed image, or an environment's image; not with environment.",
+    )
+    environment: str | None = Field(
+        None,
+        description="The environment to start from (GET /environments); default base. "
+        "Not with image.",
+        json_schema_extra={"pattern": "^[a-z][a-z0-9-]{0,31}$"},
+    )
     ssh_public_keys: list[Annotated[str, Field(json_schema_extra=PUBLIC_KEY_SCHEMA)]] | None = (
         Field(
             None,
@@ -170,7 +179,20 @@ class SessionOut(BaseModel):
         None, description="The fraction of a shared GPU the session holds (0.25); null: not shared."
     )
     gpu_simulated: bool
+    placement_reason: str | None = Field(
+        None,
+        description="Why the placement policy chose this GPU and slot (operators and "
+        "admins, on GET /sessions/{session_id}); null for others and before placement.",
+    )
     image: str
+    environment: str | None = Field(
+        None, description="The environment it started from; null: named by its image."
+    )
+    apps: dict[str, str] = Field(
+        default_factory=dict,
+        description="The web apps its environment offers (jupyterlab, vscode) and their "
+        "URLs on the apps origin (SANDMAN_APPS_URL); empty without an apps origin.",
+    )
     cpus: float
     memory: str
     team: str | None
@@ -274,7 +296,10 @@ def session_out(
         "gpu_fallback": row.gpu_fallback,
         "gpu_share": row.gpu_share,
         "gpu_simulated": simulated and bool(uuids),
+        "placement_reason": None,  # operators only: the route fills it in
         "image": row.image,
+        "environment": row.environment,
+        "apps": {},  # the route fills them in from the environment
         "cpus": row.cpus,
         "memory": row.memory,
         "team": row.team,

@@ -15,6 +15,7 @@ from sandman.cli.accounts import audit_app, projects_app, teams_app, tokens_app,
 from sandman.cli.budgets import budgets_app
 from sandman.cli.capacity import advice_command, capacity_command
 from sandman.cli.client import given, gpus_command, queue_command, session_app
+from sandman.cli.environments import env_app
 from sandman.cli.login import login_command, logout_command
 from sandman.cli.network import network_app
 from sandman.cli.quotas import quotas_app
@@ -43,6 +44,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 app.add_typer(quotas_app, name="quotas")
 app.add_typer(budgets_app, name="budgets")
+app.add_typer(env_app, name="env")
 app.command("usage", help="GPU usage and its cost per user, team, project or model.")(usage_command)
 app.command("login")(login_command)
 app.command("logout")(logout_command)
@@ -165,13 +167,29 @@ def serve(
         f"Sandman API on http://{settings.host}:{settings.port} (docs at /docs){gateway}; "
         f"data in {settings.data_dir.resolve()}"
     )
+    apps = settings.apps_listen_address
     try:
-        uvicorn.run(
-            create_app(core),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-        )
+        if apps is None:
+            uvicorn.run(
+                create_app(core),
+                host=settings.host,
+                port=settings.port,
+                log_level=settings.log_level.lower(),
+            )
+        else:
+            from sandman.web.apps_app import create_apps_app
+            from sandman.web.apps_serve import SharedLoopServer, run_together
+
+            console.print(
+                f"JupyterLab and VS Code on {settings.effective_apps_url} "
+                f"(listening on {apps[0]}:{apps[1]})"
+            )
+            level = settings.log_level.lower()
+            api = uvicorn.Config(
+                create_app(core), host=settings.host, port=settings.port, log_level=level
+            )
+            web = uvicorn.Config(create_apps_app(core), host=apps[0], port=apps[1], log_level=level)
+            run_together([SharedLoopServer(api), SharedLoopServer(web)])
     finally:
         core.stop()
 

@@ -74,6 +74,8 @@ def order(waiting: Iterable[Waiting], usage: Mapping[str, float]) -> list[Waitin
     return sorted(waiting, key=key)
 
 
+STEP = timedelta(minutes=1)
+
 Planner = Callable[[GpuRequest, Sequence[Claim]], Sequence[Claim] | None]
 """What a request would hold given the claims already held, or None if it does not
 fit (the GPU planner, wrapped)."""
@@ -85,11 +87,16 @@ def startable(
     """The requests that start now, in queue order, each placed after those before it."""
     held = list(claims)
     started = []
+    refused: set[GpuRequest] = set()  # what did not fit cannot fit once more is held
     for item in queue:
+        if item.request in refused:
+            continue
         placed = planner(item.request, held)
-        if placed is not None:
-            started.append((item, placed))
-            held.extend(placed)
+        if placed is None:
+            refused.add(item.request)
+            continue
+        started.append((item, placed))
+        held.extend(placed)
     return started
 
 
@@ -117,7 +124,10 @@ def simulate(
             for item in pending:
                 eta[item.session_id] = None
             break
-        moment = max(later[0], moment)
+        # Ends within STEP of the next one are taken together, at the last of them: an
+        # ETA may be up to STEP late, never early, and a crowd of sessions ending
+        # together is one step of the simulation instead of one per session.
+        moment = max(max(e for e in later if e <= later[0] + STEP), moment)
         holding = [h for h in holding if h.expires_at > moment]
     return eta
 

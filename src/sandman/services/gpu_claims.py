@@ -43,6 +43,7 @@ def session_gpu_fields(
         "mig_instance_uuid": first.instance_uuid,
         "gpu_fallback": any(a.fallback for a in allocations),
         "gpu_share": first.share,
+        "placement_reason": "; ".join(a.reason for a in allocations if a.reason) or None,
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -56,6 +57,7 @@ LEASE = "queue-dispatcher"
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 FAIRSHARE_HORIZON = 4  # half-lives of history that still count (1/16 of their weight)
 ADMIN_HOLD = timedelta(minutes=1)  # an admin operation's claims, as the ETA sees them
+VIEW_REUSE = 2.0  # seconds a read may reuse the last view with its ETAs
 
 Notify = Callable[[str, str | None, str, str, str, str], object]  # user, session, subject,
 # text, severity, kind
@@ -135,11 +137,27 @@ class WaitQueue:
         self.waiting_by_profile: dict[str, int] = {}  # as of the last pass (metrics)
         self._wake = threading.Event()
         self._pass = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cached: tuple[float, QueueView] | None = None
 
     # ------------------------------------------------------------------- reading
-    def view(self, extra: Waiting | None = None) -> QueueView:
+    def view(self, extra: Waiting | None = None, etas: bool = True) -> QueueView:
         """The queue in order with positions and ETAs (``extra``: a request that would
-        join it now, for the ETA a refusal quotes)."""
+        join it now, for the ETA a refusal quotes; ``etas=False``: without simulating
+        them, as the dispatcher needs it). Reads reuse a view up to ``VIEW_REUSE`` old,
+        unless a session ended or a request queued since."""
+        if extra is None and etas:
+            with self._cache_lock:
+                cached = self._cached
+            if cached is not None and time.monotonic() - cached[0] < VIEW_REUSE:
+                return cached[1]
+        made = self._view(extra, etas)
+        if extra is None and etas:
+            with self._cache_lock:
+                self._cached = (time.monotonic(), made)
+        return made
+
+    def _view(self, extra: Waiting | None, etas: bool) -> QueueView:
         now = self.clock()
         horizon = now - timedelta(seconds=self.settings.fairshare_half_life * FAIRSHARE_HORIZON)
         with self.db.read() as db:
@@ -188,7 +206,7 @@ class WaitQueue:
         admin = tuple(by_session.get(None, ()))
         if admin:
             ends.append(Holding("admin", now + ADMIN_HOLD, admin))
-        eta = simulate(ordered, ends, self._planner(unmade), now)
+        eta = simulate(ordered, ends, self._planner(unmade), now) if etas else {}
         rows = {row.id: row for row in queued}
         for index, item in enumerate(ordered, start=1):
             row = rows.get(item.session_id)
@@ -251,7 +269,13 @@ class WaitQueue:
     # ---------------------------------------------------------------- dispatching
     def wake(self, *_: object) -> None:
         """Look at the queue now (a session ended, a request queued)."""
+        self.forget()
         self._wake.set()
+
+    def forget(self) -> None:
+        """The queue changed: the next read computes a fresh view."""
+        with self._cache_lock:
+            self._cached = None
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch every ``queue_interval``, and whenever woken, until ``stop``."""
@@ -374,7 +398,7 @@ class WaitQueue:
         if not waiting:
             self.waiting_by_profile = {}
             return  # the usual case: nothing to read further
-        view = self.view()
+        view = self.view(etas=False)  # the order is what matters here, not the ETAs
         self.waiting_by_profile = {}
         for entry in view.entries:
             label = asked_profile(entry.request, self.settings.default_mig_profile)
@@ -407,6 +431,7 @@ class WaitQueue:
         reservation = self.sessions.promote(row.id)
         if reservation is None:
             return None
+        self.forget()
         report.started.append(row.id)
         waited = _duration((self.clock() - row.created_at).total_seconds())
         log.info("queued request %s of %s starts after %s", row.id, row.user_id, waited)

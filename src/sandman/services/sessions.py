@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session as Db
 
 from sandman.config import Settings
 from sandman.domain import SessionStatus, validate_user_id
+from sandman.environments.model import Choice
 from sandman.errors import (
     CapacityExhausted,
     Conflict,
@@ -126,6 +127,7 @@ def queued_request(row: SessionRow) -> SessionRequest:
         priority=row.priority,
         idle_timeout_minutes=row.idle_timeout_minutes,
         labels=dict(row.labels),
+        environment=row.environment,
     )
 
 
@@ -188,6 +190,11 @@ class SessionService(SessionEnding):
         self.trusted_ca_keys: Callable[[], list[str]] | None = None
         # A key only this session's sshd authorizes (SSHPiper's), made per session.
         self.session_key: Callable[[str], str] | None = None
+        # (user, image, environment) -> what the request starts from (the environments'
+        # registry); unset: the image, one of ``allowed_images``.
+        self.choose_environment: Callable[[str, str | None, str | None], Choice] | None = None
+        # session id -> the secret its web apps require (written into the container).
+        self.apps_secret: Callable[[str], str] | None = None
         self._busy: set[str] = set()
         self._ending: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -208,7 +215,7 @@ class SessionService(SessionEnding):
             if request.ttl_minutes is None
             else request.ttl_minutes,
         )
-        image = checked_image(self.settings, request.image)
+        request, image = self._environment(request)
         cpus, memory = checked_limits(self.settings, request.cpus, request.memory)
         check_gpu_request(request.gpu)
         checked_idle_timeout(
@@ -236,6 +243,17 @@ class SessionService(SessionEnding):
         self._demand(request, "queued" if queued else "started", row.queue_reason)
         notes = tuple(n for a in allocations for n in a.notes)
         return Reservation(row, allocations, private_key, notes)
+
+    def _environment(self, request: SessionRequest) -> tuple[SessionRequest, str]:
+        """The request's image, and the request with the environment it starts from
+        (and that environment's GPU profile when it asks for none)."""
+        if self.choose_environment is None:
+            return request, checked_image(self.settings, request.image)
+        choice = self.choose_environment(request.user_id, request.image, request.environment)
+        gpu = request.gpu
+        if choice.default_profile and gpu == GpuRequest():
+            gpu = GpuRequest(mig_profile=choice.default_profile)
+        return replace(request, environment=choice.environment, gpu=gpu), choice.image
 
     def launch(self, reservation: Reservation) -> CreatedSession:
         """Start what ``reserve`` committed; on any failure give everything back."""
@@ -297,6 +315,7 @@ class SessionService(SessionEnding):
                         project=request.project,
                         priority=request.priority,
                         labels=dict(request.labels),
+                        environment=request.environment,
                         authorized_keys=keys,
                         ttl_minutes=ttl,
                         idle_timeout_minutes=request.idle_timeout_minutes,
@@ -500,6 +519,7 @@ class SessionService(SessionEnding):
             trusted_ca_keys=tuple(self.trusted_ca_keys() if self.trusted_ca_keys else ()),
             workspace_quota=quota,
             gpu_share=share,
+            apps_secret=self.apps_secret(row.id) if self.apps_secret else None,
         )
         self._clear_stale_container(row.container_name, row.id)
         state = self.runtime.start(session_launch(session))

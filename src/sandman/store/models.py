@@ -8,12 +8,13 @@ be held by one session only.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -103,6 +104,7 @@ class Session(Base):
     mig_instance_uuid: Mapped[str | None] = mapped_column(String(96))
     gpu_fallback: Mapped[bool] = mapped_column(default=False)
     gpu_share: Mapped[float | None] = mapped_column()  # a shared GPU's fraction: 0.25
+    placement_reason: Mapped[str | None] = mapped_column(Text)  # why this GPU and slot
     cpus: Mapped[float] = mapped_column()
     memory: Mapped[str] = mapped_column(String(16))
     team: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -132,6 +134,8 @@ class Session(Base):
     # Preemption: when the grace ends, and the queued request it makes room for.
     preempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     preempted_for: Mapped[str | None] = mapped_column(String(36))
+    # The environment it was started from (base, jupyter, ...); None: named by image.
+    environment: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_sessions_created_at_id", "created_at", "id"),
@@ -395,6 +399,33 @@ class LedgerCapacity(Base):
     gpus: Mapped[dict[str, int]] = mapped_column(JSON)
 
 
+class LedgerDay(Base):
+    """Seconds of ended grants per UTC day and per grant key (whose, what, at which
+    priority): the ledger's day rollup, added to in the transaction that writes a
+    grant's end, so that a report sums a few rows a day instead of pricing every grant.
+
+    ``key`` is a digest of the columns from ``user_id`` to ``priority`` (unique per day
+    with it; the upsert's conflict target); ``week`` and ``month`` are the day's ISO
+    week (its Monday) and month (its first day), so that every period is a plain
+    GROUP BY.
+    """
+
+    __tablename__ = "ledger_days"
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    week: Mapped[date] = mapped_column(Date)
+    month: Mapped[date] = mapped_column(Date)
+    user_id: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str | None] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(64))
+    gpu_name: Mapped[str | None] = mapped_column(String(96))
+    mig_profile: Mapped[str | None] = mapped_column(String(32))
+    gpu_share: Mapped[float | None] = mapped_column(Float)
+    gpus: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[str] = mapped_column(String(8))
+    seconds: Mapped[int] = mapped_column(BigInteger)
+
+
 class DemandRecord(Base):
     """One session request and what it got: ``started``, ``queued`` or ``refused`` (with
     the reason), for the capacity view and the layout advice; pruned after
@@ -443,3 +474,56 @@ class BudgetAlert(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended: Mapped[bool] = mapped_column(default=False, server_default="0")
+
+
+class EnvironmentRow(Base):
+    """A registered environment, or a built-in's fields as an admin changed them."""
+
+    __tablename__ = "environments"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    image: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(Text, default="")
+    apps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    default_profile: Mapped[str | None] = mapped_column(String(32))
+    allowed_teams: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class SessionStateRow(Base):
+    """A session's running state as last captured (``environments.state``): tmux
+    windows and open notebooks, for restoring it in a later session."""
+
+    __tablename__ = "session_states"
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    captured_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class AppsCode(Base):
+    """A one-time code the portal hands the apps origin (``web.apps_access``): it
+    opens one app of one session for one user; only a SHA-256 is kept."""
+
+    __tablename__ = "apps_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
+    session_id: Mapped[str] = mapped_column(String(36))
+    app: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class AppsLogin(Base):
+    """A browser's login on the apps origin (its own cookie, never the portal's);
+    only a SHA-256 of the cookie is kept."""
+
+    __tablename__ = "apps_logins"
+    secret_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

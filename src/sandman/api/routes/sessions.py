@@ -13,6 +13,7 @@ from sandman.accounts.policy import (
     Action,
     Caller,
     Target,
+    decide,
     require,
     require_visible,
     session_visibility,
@@ -58,6 +59,9 @@ def _outs(app: Sandman, rows: list[SessionRow]) -> list[dict[str, Any]]:
         )
         for row in rows
     ]
+    urls = app.environments.app_urls(rows)
+    for out in outs:
+        out["apps"] = urls.get(out["id"], {})
     if any(row.status == SessionStatus.QUEUED for row in rows):
         view = app.queue.view()
         for out in outs:
@@ -133,6 +137,7 @@ async def create_session(
             shared=body.shared,
         ),
         image=body.image,
+        environment=body.environment,
         ssh_public_keys=body.ssh_public_keys,
         cpus=body.cpus,
         memory=body.memory,
@@ -153,13 +158,13 @@ async def create_session(
         raise
     request.state.audit_target = created.session.id
     request.state.audit_detail = {"user_id": user_id, "team": charge.team}
+    if created.session.status == SessionStatus.QUEUED:
+        app.queue.wake()  # its place is in the view read below; a preemption may make room
     out = await asyncio.to_thread(_out, app, created.session)  # reads the disk
     out["ssh_private_key"] = created.private_key
     out["notes"] = list(created.notes)
     if source is not None:
         out["notes"].append(await run_in_threadpool(app.states.note, source))
-    if created.session.status == SessionStatus.QUEUED:
-        app.queue.wake()  # a preemption may make room
     if not wait or created.session.status == SessionStatus.QUEUED:
         response.status_code = status.HTTP_202_ACCEPTED
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.session.id}"
@@ -259,7 +264,12 @@ def session_stats(app: App) -> dict[str, Any]:
     responses=errors(404),
 )
 def get_session(session_id: str, app: App, caller: Who) -> dict[str, Any]:
-    return _out(app, _visible(app, caller, session_id, Action.SESSION_READ))
+    """One session; operators and admins also see why it was placed where it is."""
+    row = _visible(app, caller, session_id, Action.SESSION_READ)
+    out = _out(app, row)
+    if decide(caller, Action.SESSION_LIST_ALL).allowed:
+        out["placement_reason"] = row.placement_reason
+    return out
 
 
 @router.patch(

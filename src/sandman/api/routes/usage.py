@@ -3,12 +3,13 @@ week or month (UTC), from the cost ledger; JSON or CSV."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import to_json
 
 from sandman.accounting.reports import GroupBy, Period, Report, to_csv
@@ -64,6 +65,17 @@ class UsageOut(BaseModel):
     )
     rows: list[UsageRowOut]
     totals: list[PeriodTotalOut]
+
+
+def _iso_date(value: Any) -> Any:
+    """Only ``YYYY-MM-DD``: not a timestamp or a date-time that pydantic would take too."""
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 def _iso(value: datetime) -> str:
@@ -124,11 +136,11 @@ def usage_report(
     group_by: Annotated[GroupBy, Query(description="What a row is.")] = GroupBy.USER,
     period: Annotated[Period, Query(description="Calendar periods in UTC.")] = Period.MONTH,
     start: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="from", description="First day (UTC), included; default: this month's."),
     ] = None,
     end: Annotated[
-        date | None,
+        IsoDate | None,
         Query(alias="to", description="Last day (UTC), excluded; default: next month's first."),
     ] = None,
     format: Annotated[Literal["json", "csv"], Query(description="The answer's format.")] = "json",
