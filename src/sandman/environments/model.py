@@ -195,8 +195,8 @@ def choose(
         if by_image:
             check_allowed(by_image[0], user_id, teams)
         raise InvalidRequest(
-            f"image {image!r} is neither an environment's image nor an allowed image; "
-            f"name an environment instead ({', '.join(environments)})"
+            f"image {image!r} is not allowed: it is neither an environment's image nor in "
+            f"SANDMAN_ALLOWED_IMAGES; name an environment instead ({', '.join(environments)})"
         )
     name = environment or DEFAULT_ENVIRONMENT
     chosen = environments.get(name)

@@ -68,7 +68,7 @@ def test_session_is_hardened_and_runs_as_the_user(harness: Harness, tmp_path: Pa
         "/etc/group",
         *(
             f"/etc/sandman/ssh/{name}"
-            for name in (*ssh_files, "sshd_session.conf", "trusted_user_ca_keys")
+            for name in (*ssh_files, "sshd_session.conf", "trusted_user_ca_keys", "apps_token")
         ),
     }
     assert [path for path, m in mounts.items() if m["RW"]] == ["/workspace"]
