@@ -87,6 +87,15 @@ def main() -> None:
             )
         counts = core.sessions.counts_by_status()
         print(f"set-up: {args.sessions} sessions {counts} in {time.perf_counter() - began:.1f} s")
+        for etas in (True, False):  # the queue's view, fresh: reads and the dispatcher
+            took = []
+            for _ in range(3):
+                core.queue.forget()
+                start = time.perf_counter()
+                core.queue.view(etas=etas)
+                took.append((time.perf_counter() - start) * 1000)
+            what = "with ETAs (reads)" if etas else "without ETAs (the dispatcher)"
+            print(f"the queue's view {what}: {statistics.median(took):.0f} ms")
         core.accounts.directory.create("ops", UserChanges(role=Role.ADMIN))
         _, secret = core.credentials.create_token("ops", "bench", frozenset(Scope), None, "ops")
         with TestClient(create_app(core, run_background=False)) as client:

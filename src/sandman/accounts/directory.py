@@ -69,7 +69,8 @@ def memberships(db: Db, user_id: str) -> dict[str, str]:
     return {team: role for team, role in rows}
 
 
-def view(db: Db, user: User) -> UserView:
+def view(db: Db, user: User, teams: dict[str, str] | None = None) -> UserView:
+    """The user as callers see it; ``teams``: their memberships, when already read."""
     return UserView(
         user_id=user.user_id,
         uid=user.uid,
@@ -79,7 +80,7 @@ def view(db: Db, user: User) -> UserView:
         status=user.status,
         created_at=user.created_at,
         last_seen_at=user.last_seen_at,
-        teams=memberships(db, user.user_id),
+        teams=memberships(db, user.user_id) if teams is None else teams,
         default_team=user.default_team,
         default_project=user.default_project,
         sso=user.oidc_subject is not None,
@@ -123,7 +124,12 @@ class Directory:
                 raise InvalidRequest(f"unknown status {status!r}: use active or disabled")
             query = query.where(User.status == status)
         with self.db.read() as db:
-            return [view(db, user) for user in db.scalars(query)]
+            teams: dict[str, dict[str, str]] = {}
+            for user_id, team, role in db.execute(
+                select(TeamMember.user_id, TeamMember.team, TeamMember.role)
+            ):
+                teams.setdefault(user_id, {})[team] = role
+            return [view(db, user, teams.get(user.user_id, {})) for user in db.scalars(query)]
 
     def role_of(self, user_id: str) -> Role | None:
         with self.db.read() as db:
