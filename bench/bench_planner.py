@@ -27,9 +27,14 @@ of the GPUs from claims on every call; the simulation keeps that view up to date
 instead), and the decision time is measured through ``plan()`` itself.
 
 Run: ``.venv/bin/python bench/bench_planner.py`` (8 H100s and the mixed fleet, 3
-seeds, about three minutes on 2 cores), ``--full`` (64 GPUs and A100 too, 5 seeds:
-most of an hour), ``--quick`` (CI: 2 seeds, short runs), ``--from-db PATH`` (replay a
-Sandman database's MIG sessions on ``--gpus N`` H100s).
+seeds, a minute or two on 2 cores), ``--full`` (64 GPUs and A100 too, 5 seeds:
+most of an hour), ``--quick`` (CI: 2 seeds, short runs). One part at a time:
+``--model``, ``--gpus N``, ``--requests N``, ``--seeds N``, ``--dist`` (each
+repeatable where it makes sense), ``--mixed yes|no|only``, ``--no-timing``.
+``--exhaustive 6`` counts every arrival sequence up to length 6 on one A100 and one
+H100 where the policy admits fewer / more than first fit. ``--make-db PATH
+--sessions N`` writes a session history from the in-process Sandman, and
+``--from-db PATH`` replays a Sandman database's MIG sessions on ``--gpus N`` GPUs.
 """
 
 from __future__ import annotations
@@ -48,7 +53,14 @@ from datetime import datetime
 
 from sandman.errors import CapacityExhausted
 from sandman.gpu.catalogue import GpuModel, resolve_model, slot_mask
-from sandman.gpu.placement import DemandRecorder, MigGpu, best_start, place_mig, shape_of
+from sandman.gpu.placement import (
+    DemandRecorder,
+    MigGpu,
+    best_start,
+    place_mig,
+    ranked_profiles,
+    shape_of,
+)
 from sandman.gpu.planner import claim_for, plan
 from sandman.gpu.topology import parse_topology
 from sandman.gpu.types import Claim, GpuDevice, GpuRequest, MigMode
@@ -372,28 +384,139 @@ def from_db(path: str, model: GpuModel, n_gpus: int) -> None:
         print(f"{policy:<12}{ok:>10}{share:>8.1%}{h * 100 / 3600:>13.1f}")
 
 
+def make_db(path: str, sessions: int, seed: int = SEED) -> None:
+    """A session history for ``--from-db``: the in-process Sandman (the real session
+    service and planner, the fake container runtime of the tests, 8 simulated dynamic
+    H100s) takes ``sessions`` MIG requests of the 55/20/15/5/5 mix at 100% offered load,
+    Poisson arrivals and exponential lifetimes (mean 2 h), on a simulated clock; each
+    session is deleted when its lifetime is up (the last ones after the last request),
+    and a request with no room is refused."""
+    import tempfile
+    from datetime import UTC, timedelta
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fakes
+    from tests.fakes.runtime import FakeRuntime
+    from tests.unit.api.conftest import fake_core
+
+    from sandman.domain import SessionStatus
+    from sandman.services.requests import SessionRequest
+
+    names = names_by_compute(resolve_model("H100-80GB"))
+    reqs = workload(DISTRIBUTIONS["55/20/15/5/5"], 1.0, 8, seed, sessions)
+    clock = [datetime(2026, 1, 5, 8, tzinfo=UTC)]
+    start = clock[0]
+    with tempfile.TemporaryDirectory() as root:
+        settings = {"gpu_topology": "h100-80gb-x8", "max_ttl_minutes": 100_000}
+        core = fake_core(Path(root), FakeRuntime(), **settings, default_ttl_minutes=100_000)
+        core.sessions.clock = lambda: clock[0]
+        ends: list[tuple[datetime, str]] = []
+        refused = 0
+        for k, (t, life, kind) in enumerate(reqs):
+            at = start + timedelta(hours=t / 50)  # mean lifetime 100 -> 2 h
+            while ends and ends[0][0] <= at:
+                clock[0], sid = heapq.heappop(ends)
+                core.sessions.end(sid, SessionStatus.DELETED, "deleted by its user")
+            clock[0] = at
+            request = SessionRequest(user_id=f"user{k}", gpu=GpuRequest(mig_profile=names[kind]))
+            try:
+                made = core.sessions.create(request)
+            except CapacityExhausted:
+                refused += 1
+                continue
+            heapq.heappush(ends, (at + timedelta(hours=life / 50), made.session.id))
+        while ends:
+            clock[0], sid = heapq.heappop(ends)
+            core.sessions.end(sid, SessionStatus.DELETED, "deleted by its user")
+        core.stop()
+        Path(root, "sandman.db").replace(path)
+    print(f"{path}: {sessions - refused} sessions, {refused} refused for room")
+
+
+def exhaustive(model: GpuModel, length: int) -> tuple[int, int, int]:
+    """Every arrival sequence (no departures) of the plain profiles up to ``length`` on
+    one empty GPU, fragaware (prior weights) against first fit: in how many sequences it
+    admits fewer, more, and how many sequences in all."""
+    names = [p.name for p in ranked_profiles(model)]
+    fewer = more = total = 0
+
+    def walk(ours: Gpu, theirs: Gpu, diff: int, depth: int) -> None:
+        nonlocal fewer, more, total
+        for name in names:
+            o, t = _copy(ours), _copy(theirs)
+            mine = fragaware([o], name, random.Random(0), _PRIOR_ONLY)
+            ff = first_fit([t], name, random.Random(0), _PRIOR_ONLY)
+            if mine:
+                _hold(o, name, mine[1])
+            if ff:
+                _hold(t, name, ff[1])
+            d = diff + (mine is not None) - (ff is not None)
+            total += 1
+            fewer += d < 0
+            more += d > 0
+            if depth + 1 < length:
+                walk(o, t, d, depth + 1)
+
+    walk(Gpu(0, model, True), Gpu(0, model, True), 0, 0)
+    return fewer, more, total
+
+
+_PRIOR_ONLY = DemandRecorder()
+
+
+def _copy(g: Gpu) -> Gpu:
+    return Gpu(g.index, g.model, g.mig, g.used, dict(g.counts))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="CI: 8 GPUs, 2 seeds, short runs")
     ap.add_argument("--full", action="store_true", help="64 GPUs, A100 too, 5 seeds")
     ap.add_argument("--from-db", metavar="PATH", help="replay this Sandman database")
-    ap.add_argument("--gpus", type=int, default=8, help="GPUs for --from-db (default 8)")
+    ap.add_argument("--make-db", metavar="PATH", help="write a session history to replay")
+    ap.add_argument("--sessions", type=int, default=400, help="requests for --make-db")
+    ap.add_argument("--gpus", type=int, help="GPUs: for --from-db (8), or one machine size")
+    ap.add_argument("--model", action="append", help="A100-40GB or H100-80GB (repeatable)")
+    ap.add_argument("--dist", action="append", choices=list(DISTRIBUTIONS), help="repeatable")
+    ap.add_argument("--seeds", type=int, help="seeds per workload")
+    ap.add_argument("--requests", type=int, help="requests per sequence")
+    ap.add_argument("--mixed", choices=("yes", "no", "only"), default="yes", help="mixed fleet")
+    ap.add_argument("--no-timing", action="store_true", help="skip the decision-time figure")
+    ap.add_argument(
+        "--exhaustive", type=int, metavar="LEN", help="count every arrival sequence up to LEN"
+    )
     args = ap.parse_args(argv)
     h100 = resolve_model("H100-80GB")
-    if args.from_db:
-        from_db(args.from_db, h100, args.gpus)
+    if args.exhaustive:
+        print(f"every arrival sequence up to {args.exhaustive} on one GPU, vs first fit")
+        for key in args.model or ("A100-40GB", "H100-80GB"):
+            fewer, more, total = exhaustive(resolve_model(key), args.exhaustive)
+            print(f"{key:<12} sequences {total:>7}  fewer {fewer:>6}  more {more:>6}")
         return
-    seeds = 2 if args.quick else 5 if args.full else 3
-    models = ("H100-80GB", "A100-40GB") if args.full else ("H100-80GB",)
+    if args.make_db:
+        make_db(args.make_db, args.sessions)
+        return
+    if args.from_db:
+        model = resolve_model(args.model[0]) if args.model else h100
+        from_db(args.from_db, model, args.gpus or 8)
+        return
+    seeds = args.seeds or (2 if args.quick else 5 if args.full else 3)
+    models = tuple(args.model or (("H100-80GB", "A100-40GB") if args.full else ("H100-80GB",)))
     sizes = ((8, 1500),) if args.quick else ((8, 3000), (64, 6000)) if args.full else ((8, 3000),)
+    if args.gpus:
+        sizes = ((args.gpus, args.requests or (3000 if args.gpus <= 8 else 6000)),)
+    elif args.requests:
+        sizes = tuple((g, args.requests) for g, _ in sizes)
+    dists = {d: DISTRIBUTIONS[d] for d in args.dist} if args.dist else DISTRIBUTIONS
     print(f"admitted share per policy; {seeds} seeds; gain = fragaware / first-fit - 1, 95% CI")
+    print(f"sequences of {', '.join(f'{n} requests on {g} GPUs' for g, n in sizes)}")
     print_header()
     heavy: list[Row] = []
     every: list[Row] = []
-    for key in models:
+    for key in models if args.mixed != "only" else ():
         model = resolve_model(key)
         for n_gpus, n in sizes:
-            for dname, dist in DISTRIBUTIONS.items():
+            for dname, dist in dists.items():
                 for load in LOADS:
                     label = f"{n_gpus}x {key} {dname} {load:.0%}"
                     row = run_workload(label, model, dist, load, n_gpus, 0, seeds, n)
@@ -401,17 +524,22 @@ def main(argv: list[str] | None = None) -> None:
                     every.append(row)
                     if load >= 1.3:
                         heavy.append(row)
-    mixed_dist = {**DISTRIBUTIONS["55/20/15/5/5"], "whole": 0.15}
-    for load in LOADS:
-        label = f"mixed 4 MIG + 4 whole H100 {load:.0%}"
-        row = run_workload(label, h100, mixed_dist, load, 4, 4, seeds, sizes[0][1])
-        print_row(row)
-        every.append(row)
-    worst = min(every, key=lambda r: r.gain)
-    mean_heavy = statistics.mean(r.gain for r in heavy)
+    if args.mixed != "no":
+        mixed_dist = {**DISTRIBUTIONS["55/20/15/5/5"], "whole": 0.15}
+        for load in LOADS:
+            label = f"mixed 4 MIG + 4 whole H100 {load:.0%}"
+            row = run_workload(label, h100, mixed_dist, load, 4, 4, seeds, sizes[0][1])
+            print_row(row)
+            every.append(row)
     print()
-    print(f"fragaware vs first fit at >=130% load, mean over distributions: {mean_heavy:+.2%}")
-    print(f"worst workload: {worst.label}: {worst.gain:+.2%} ±{worst.half:.2%}")
+    if heavy:
+        mean_heavy = statistics.mean(r.gain for r in heavy)
+        print(f"fragaware vs first fit at >=130% load, mean over distributions: {mean_heavy:+.2%}")
+    if every:
+        worst = min(every, key=lambda r: r.gain)
+        print(f"worst workload: {worst.label}: {worst.gain:+.2%} ±{worst.half:.2%}")
+    if args.no_timing:
+        return
     print()
     print(f"{'decision time (plan)':<22}{'median':>10}{'p95':>10}")
     for n_gpus in (8, 64):

@@ -218,6 +218,16 @@ def test_exhaustive_sequences_up_to_six(key: str, expected: tuple[int, int]) -> 
     assert (fewer, more) == expected
 
 
+@pytest.mark.parametrize("key", [A100, "H100-80GB"])
+def test_the_benchmark_counts_the_same_sequences(key: str) -> None:
+    """``bench_planner.py --exhaustive`` (its own first fit, on its own machine model)
+    reports the counts this test pins."""
+    from bench.bench_planner import exhaustive
+
+    model = resolve_model(key)
+    assert exhaustive(model, 4) == _exhaustive(model, 4)
+
+
 def test_learnt_weights_converge_on_a_fixed_distribution() -> None:
     target = {(1, 1): 0.5, (2, 2): 0.3, (4, 4): 0.2}
     recorder = DemandRecorder(half_life=2000)
