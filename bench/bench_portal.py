@@ -43,6 +43,7 @@ PAGES = [
     "/ui/fragments/sessions",
     "/ui/queue",
     "/ui/people",
+    "/ui/environments",
     "/ui/costs",
     "/ui/audit",
     "/ui/usage",

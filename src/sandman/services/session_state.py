@@ -173,6 +173,23 @@ class SessionStates:
             raise Conflict(f"session {ref} is {row.status}: only an ended session is restored")
         return row
 
+    def restorable(self, user_id: str, limit: int = 10) -> list[SessionRow]:
+        """The user's most recently ended sessions that ``source`` would take, newest
+        first (the portal's Restore buttons)."""
+        with self.db.read() as db:
+            return list(
+                db.scalars(
+                    select(SessionRow)
+                    .where(
+                        SessionRow.user_id == user_id,
+                        SessionRow.started_at.is_not(None),
+                        SessionRow.status.not_in(CURRENT),
+                    )
+                    .order_by(SessionRow.ended_at.desc(), SessionRow.id)
+                    .limit(limit)
+                )
+            )
+
     def state_of(self, session_id: str) -> SessionState:
         with self.db.read() as db:
             kept = db.get(SessionStateRow, session_id)

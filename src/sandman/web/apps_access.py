@@ -173,6 +173,22 @@ class AppsAccess:
             )
         return Opened(user_id, session_id, APPS[app], secret, expires_at)
 
+    def end_logins(self, user_id: str) -> int:
+        """End every apps login (and unused code) of ``user_id``: logging out of the
+        portal ends the apps origin's logins too. An apps login does not record which
+        portal login opened it, so all of the user's go. The epoch moves with it, so
+        each process's cache checks again and finds them gone."""
+        with self.db.transaction() as db:
+            db.execute(delete(AppsCode).where(AppsCode.user_id == user_id))
+            result: CursorResult[Any] = db.execute(  # type: ignore[assignment]
+                delete(AppsLogin).where(AppsLogin.user_id == user_id)
+            )
+            epoch.bump(db)
+        with self._lock:
+            for key in [k for k, v in self._logins.items() if v.caller.user_id == user_id]:
+                del self._logins[key]
+        return int(result.rowcount or 0)
+
     # ------------------------------------------------------------------ callers
     def caller(self, bearer: str | None, cookie: str | None) -> Caller:
         """Who is calling: a bearer token first, then the apps origin's cookie; 401

@@ -30,6 +30,7 @@ from sandman.errors import Forbidden, InvalidRequest, SandmanError
 from sandman.gpu.planner import free_summary
 from sandman.gpu.types import GpuRequest
 from sandman.services.requests import SessionRequest
+from sandman.services.session_state import restored_request
 from sandman.store.models import Session as SessionRow
 from sandman.web.portal_base import (
     LOGIN_FORM_COOKIE,
@@ -54,17 +55,23 @@ from sandman.web.portal_views import (
 
 router = APIRouter(prefix=PREFIX, route_class=PortalRoute, include_in_schema=False)
 BASE = "base"
+RESTORABLE = 10  # ended sessions offered for restore on the home page
 
 
 def install_portal(app: FastAPI) -> None:
     """The portal's routes, its static files, and ``/`` (and seed 003's context
     path, ``/k8s-monitor``) sending browsers to it."""
-    from sandman.web import portal_account, portal_admin  # they use this module's views
+    from sandman.web import (  # they use this module's views
+        portal_account,
+        portal_admin,
+        portal_manage,
+    )
 
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(STATIC)), name="portal-static")
     app.include_router(router)
     app.include_router(portal_account.router)
     app.include_router(portal_admin.router)
+    app.include_router(portal_manage.router)
 
     async def to_portal() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=307)
@@ -235,12 +242,13 @@ def _start_form(core: Sandman, caller: Caller, user_id: str) -> dict[str, Any]:
 @router.get("/", name="portal.home")
 def home(request: Request, seen: Seen) -> Response:
     core = core_of(request)
-    context: dict[str, Any] = {"sessions": [], "start": None}
+    context: dict[str, Any] = {"sessions": [], "start": None, "ended": []}
     own = Target(owner=seen.caller.user_id)
     if seen.caller.user_id is not None and decide(seen.caller, Action.SESSION_CREATE, own).allowed:
         context = {
             "sessions": _active(core, seen.user_id),
             "start": _start_form(core, seen.caller, seen.user_id),
+            "ended": core.states.restorable(seen.user_id, RESTORABLE),
         }
     return render(request, "home.html", context, viewer=seen)
 
@@ -311,6 +319,46 @@ async def start_session(request: Request, seen: Seen) -> Response:
             viewer=seen,
         )
     message = f"session {session.id} is {session.status}" + (f": {notes}" if notes else "")
+    return redirect(request, f"{PREFIX}/sessions/{session.id}", message)
+
+
+@router.post("/sessions/restore", name="session.restore")
+async def restore_session(request: Request, seen: Seen) -> Response:
+    """Start a session like an ended one, as ``POST /sessions`` with ``restore`` does:
+    its image or environment, GPU share, TTL, limits, team and project, and its tmux
+    windows once it runs. Refusals (an active session, a quota, no room) come back
+    as the service's message; another user's or an unknown session is 404."""
+    core = core_of(request)
+    form = await form_of(request)
+    caller = seen.caller
+    try:
+        require(caller, Action.SESSION_CREATE, Target(owner=seen.user_id))
+        source = await run_in_threadpool(
+            core.states.source, seen.user_id, form.get("restore", "").strip()
+        )
+        charge = await run_in_threadpool(
+            core.accounts.prepare_session, caller, seen.user_id, source.team, source.project
+        )
+        asked = SessionRequest(
+            user_id=seen.user_id,
+            team=charge.team,
+            project=charge.project,
+            queue=form.get("queue") == "on",
+        )
+        created = await core.creator.create(restored_request(asked, source), wait_ready=False)
+    except SandmanError as exc:
+        if exc.code == "not_found":
+            raise
+        return redirect(request, f"{PREFIX}/", exc.message, "error")
+    session = created.session
+    request.state.audit_target = session.id
+    request.state.audit_detail = {"via": "portal", "restore": source.id}
+    if session.status == SessionStatus.QUEUED:
+        core.queue.wake()
+    notes = [*created.notes, await run_in_threadpool(core.states.note, source)]
+    message = f"session {session.id} restored from {source.id}, {session.status}: " + " ".join(
+        notes
+    )
     return redirect(request, f"{PREFIX}/sessions/{session.id}", message)
 
 

@@ -14,9 +14,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from sandman.accounting.budgets import BudgetKind
+from sandman.accounting.budgets import BudgetAction, BudgetKind
 from sandman.accounting.reports import GroupBy, Period
-from sandman.accounts.policy import Action, require, session_visibility, usage_visibility
+from sandman.accounts.policy import (
+    Action,
+    decide,
+    require,
+    session_visibility,
+    usage_visibility,
+)
 from sandman.domain import SessionStatus
 from sandman.errors import InvalidRequest
 from sandman.services.queue import asked_profile
@@ -122,6 +128,9 @@ def people_page(request: Request, seen: Seen) -> Response:
         "projects": core.accounts.teams.list_projects(seen.caller),
         "quotas": core.quotas.list_quotas(),
         "budgets": [b.as_dict() for b in core.budgets.statuses()],
+        "may_quota": decide(seen.caller, Action.QUOTA_MANAGE).allowed,
+        "may_budget": decide(seen.caller, Action.BUDGET_MANAGE).allowed,
+        "budget_actions": [a.value for a in BudgetAction],
     }
     return render(request, "people.html", context, viewer=seen)
 

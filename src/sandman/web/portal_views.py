@@ -41,6 +41,7 @@ PAGES: tuple[tuple[str, str, Action], ...] = (
     ("/ui/sessions", "All sessions", Action.SESSION_LIST_ALL),
     ("/ui/queue", "Queue", Action.SESSION_LIST_ALL),
     ("/ui/people", "People", Action.USER_LIST),
+    ("/ui/environments", "Environments", Action.ENVIRONMENT_MANAGE),
     ("/ui/costs", "Costs", Action.USAGE_READ_ALL),
     ("/ui/audit", "Audit", Action.AUDIT_READ),
 )

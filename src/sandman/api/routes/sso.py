@@ -149,6 +149,8 @@ async def logout(request: Request, app: App) -> Response:
                     "(the sandman_csrf cookie's value)"
                 )
             await run_in_threadpool(app.credentials.end_login, secret)
+            if caller.user_id is not None:  # the apps origin's logins end with it
+                await run_in_threadpool(app.apps.end_logins, caller.user_id)
             ended = caller.actor
             await run_in_threadpool(
                 app.audit.record,

@@ -159,6 +159,12 @@ class DockerRuntime:
     def ping(self) -> None:
         self._call("answer a ping", lambda: self.client.ping())
 
+    def image_tags(self) -> set[str]:
+        """Every tag of the engine's images (one call: the portal shows which
+        environments are built)."""
+        listed = self._call("list images", lambda: self.client.api.images())
+        return {tag for image in listed for tag in (image.get("RepoTags") or ())}
+
     def _restart_policy(self) -> str:
         """Asked of the engine once per client: whether it restores containers live."""
         if self._restart is None:
