@@ -63,6 +63,7 @@ Manifest = dict[str, Any]
 
 CONTAINER = "session"  # the one container of a session pod
 PART_OF = {"app.kubernetes.io/part-of": "sandman"}
+CONTROL = {"sandman.role": "control"}  # Sandman's own pods and namespace (deploy/kubernetes)
 SESSION_POD = {MANAGED_LABEL: "true"}  # what every session pod carries
 APP_PORTS: tuple[int, ...] = tuple(sorted(app.port for app in APPS.values()))
 MIG_PREFIX = "nvidia.com/mig-"
@@ -204,13 +205,24 @@ class BuildOptions:
     grace_seconds: int = 5  # SIGTERM to SIGKILL
     placements: Mapping[str, Placement] = field(default_factory=dict)  # by GPU model
     # The labels of Sandman's own pods and namespace: the only peers sessions accept.
-    sandman_pods: Mapping[str, str] = field(default_factory=lambda: dict(PART_OF))
-    sandman_namespace: Mapping[str, str] = field(default_factory=lambda: dict(PART_OF))
+    sandman_pods: Mapping[str, str] = field(default_factory=lambda: dict(CONTROL))
+    sandman_namespace: Mapping[str, str] = field(default_factory=lambda: dict(CONTROL))
     egress: Egress = field(default_factory=lambda: Egress("allow"))  # SANDMAN_EGRESS
     # Where sessions may ask DNS: pods with these labels in any namespace (CoreDNS and
     # kube-dns both carry k8s-app=kube-dns); empty: no DNS.
     dns_pods: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
     sealed: tuple[Network, ...] = ()  # more networks sessions never reach (public pod CIDRs)
+
+
+def placement(
+    placements: Mapping[str, Placement], gpu_model: str | None
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """A GPU session's node selector and tolerations: those for every model (``*``),
+    then its own model's on top."""
+    every = placements.get("*", Placement())
+    own = placements.get(gpu_model, Placement()) if gpu_model else Placement()
+    selector = {**every.node_selector, **own.node_selector}
+    return selector, [dict(t) for t in (*every.tolerations, *own.tolerations)]
 
 
 def _annotations(launch: SessionLaunch) -> dict[str, str]:
@@ -411,12 +423,12 @@ def make_pod(
         ],
         "volumes": volumes,
     }
-    placement = settings.placements.get(gpu_model) if gpus and gpu_model else None
-    if placement is not None:
-        if placement.node_selector:
-            spec["nodeSelector"] = dict(placement.node_selector)
-        if placement.tolerations:
-            spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    if gpus:
+        selector, tolerations = placement(settings.placements, gpu_model)
+        if selector:
+            spec["nodeSelector"] = selector
+        if tolerations:
+            spec["tolerations"] = tolerations
     return {
         "apiVersion": "v1",
         "kind": "Pod",

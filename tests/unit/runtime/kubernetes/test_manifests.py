@@ -133,6 +133,11 @@ def test_placement_follows_the_gpu_model() -> None:
     assert spec["tolerations"] == [TOLERATION]
     other = make_pod(_launch(), "s", options, gpu_model="H100")["spec"]
     assert "nodeSelector" not in other and "tolerations" not in other
+    every = {"*": Placement({"pool": "gpu", "zone": "a"}), **options.placements}
+    spec = make_pod(_launch(), "s", BuildOptions(placements=every), gpu_model="A100")["spec"]
+    assert spec["nodeSelector"] == {"pool": "gpu", "zone": "a", "nvidia.com/gpu.product": "A100"}
+    spec = make_pod(_launch(), "s", BuildOptions(placements=every), gpu_model="H100")["spec"]
+    assert spec["nodeSelector"] == {"pool": "gpu", "zone": "a"}
     no_gpu = make_pod(_launch(gpu_uuids=(), mig_profile=None), "s", options, "A100")["spec"]
     assert "nodeSelector" not in no_gpu
 
@@ -268,10 +273,8 @@ def test_network_policies_default_deny_and_ingress_from_sandman_only() -> None:
             {
                 "from": [
                     {
-                        "namespaceSelector": {
-                            "matchLabels": {"app.kubernetes.io/part-of": "sandman"}
-                        },
-                        "podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "sandman"}},
+                        "namespaceSelector": {"matchLabels": {"sandman.role": "control"}},
+                        "podSelector": {"matchLabels": {"sandman.role": "control"}},
                     }
                 ],
                 "ports": [
