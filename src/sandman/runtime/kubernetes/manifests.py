@@ -40,7 +40,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandman.domain import validate_user_id
 from sandman.environments.apps import APPS
@@ -58,6 +58,9 @@ from sandman.runtime.base import (
 from sandman.runtime.docker.firewall import SEALED
 from sandman.runtime.egress import Egress, Network
 from sandman.sizes import GIB, KIB, MIB, parse_size
+
+if TYPE_CHECKING:
+    from sandman.config import Settings
 
 Manifest = dict[str, Any]
 
@@ -212,6 +215,30 @@ class BuildOptions:
     # kube-dns both carry k8s-app=kube-dns); empty: no DNS.
     dns_pods: Mapping[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
     sealed: tuple[Network, ...] = ()  # more networks sessions never reach (public pod CIDRs)
+    deployment: str = ""  # labels the policies of this deployment (sandman.deployment)
+
+
+def build_options(settings: Settings, deployment_id: str = "") -> BuildOptions:
+    """The options from Sandman's settings: ``SANDMAN_KUBE_NODE_SELECTORS`` per GPU
+    model (``*``: every model), ``SANDMAN_KUBE_TOLERATIONS`` for every GPU pod."""
+    selectors = settings.kube_node_selectors
+    placements = {model: Placement(dict(labels)) for model, labels in selectors.items()}
+    every = placements.get("*", Placement())
+    placements["*"] = Placement(every.node_selector, tuple(settings.kube_tolerations))
+    size = settings.kube_workspace_size
+    try:
+        workspace_size = parse_quantity(size)
+    except ValueError:
+        workspace_size = parse_size(size)  # 10g, as the other sizes are written
+    return BuildOptions(
+        prefix=settings.container_prefix,
+        storage_class=settings.kube_storage_class or None,
+        workspace_size=workspace_size,
+        grace_seconds=max(0, round(settings.stop_grace_period)),
+        placements=placements,
+        egress=settings.egress_policy,
+        deployment=deployment_id,
+    )
 
 
 def placement(
@@ -496,7 +523,10 @@ def make_network_policies(namespace: str, settings: BuildOptions | None = None) 
       public pod or service ranges) cut out.
     """
     settings = settings or BuildOptions()
-    meta = {"namespace": namespace, "labels": {**PART_OF}}
+    policy_labels = {**PART_OF}
+    if settings.deployment:
+        policy_labels[DEPLOYMENT_LABEL] = label_value(settings.deployment)
+    meta = {"namespace": namespace, "labels": policy_labels}
 
     def policy(name: str, spec: dict[str, Any]) -> Manifest:
         return {
@@ -599,6 +629,7 @@ __all__ = [
     "SESSION_LABEL",
     "BuildOptions",
     "Placement",
+    "build_options",
     "claim_name",
     "dns_label",
     "label_value",

@@ -19,6 +19,7 @@ from sandman.runtime.egress import parse_egress
 from sandman.runtime.kubernetes.manifests import (
     BuildOptions,
     Placement,
+    build_options,
     claim_name,
     cpu_quantity,
     dns_label,
@@ -386,3 +387,29 @@ def test_generated_pods_have_valid_names_and_labels(user_id: str, session_id: ob
         secret = volume.get("secret", {}).get("secretName")
         for name in filter(None, (claim, secret)):
             assert DNS_LABEL.match(name) and len(name) <= 63
+
+
+def test_options_from_the_settings() -> None:
+    from sandman.config import Settings
+
+    settings = Settings(
+        container_prefix="lab",
+        kube_storage_class="fast",
+        kube_workspace_size="20Gi",
+        kube_node_selectors={"*": {"pool": "gpu"}, "A100": {"gpu": "a100"}},
+        kube_tolerations=[TOLERATION],
+        egress="deny",
+        stop_grace_period=7.0,
+    )
+    options = build_options(settings, "dep1")
+    assert options.prefix == "lab" and options.storage_class == "fast"
+    assert options.workspace_size == 20 * 2**30 and options.grace_seconds == 7
+    assert options.egress.mode == "deny"
+    spec = make_pod(_launch(), "s", options, gpu_model="A100")["spec"]
+    assert spec["nodeSelector"] == {"pool": "gpu", "gpu": "a100"}
+    assert spec["tolerations"] == [TOLERATION]
+    assert spec["volumes"][0]["persistentVolumeClaim"]["claimName"] == "lab-workspace-alice"
+    [policy, *_] = make_network_policies("s", options)
+    assert policy["metadata"]["labels"]["sandman.deployment"] == "dep1"
+    assert build_options(Settings(kube_workspace_size="5g")).workspace_size == 5 * 2**30
+    assert build_options(Settings()).storage_class is None
