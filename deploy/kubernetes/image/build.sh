@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Build sandman:latest, Sandman's own image for Kubernetes, from this checkout, on
-# the engine of the node that runs it (no registry: the Deployments pull nothing,
-# imagePullPolicy IfNotPresent). Load it into other nodes' engines with
-#   docker save sandman:latest | ssh NODE docker load
+# Build sandman-kubernetes:latest, Sandman's own image for Kubernetes, from this
+# checkout, on the engine of the node that runs it (no registry: the Deployments pull
+# nothing, imagePullPolicy IfNotPresent). Load it into other nodes' engines with
+#   docker save sandman-kubernetes:latest | ssh NODE docker load
 #
-#   deploy/kubernetes/image/build.sh [TAG]      (default sandman:latest)
+#   deploy/kubernetes/image/build.sh [TAG]      (default sandman-kubernetes:latest)
 #
 # Its base is the workspace image, sandman-workspace:latest ("make setup" or
 # "python -m sandman.image" builds it with debootstrap).
@@ -12,7 +12,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../../.." && pwd)"
-TAG="${1:-sandman:latest}"
+TAG="${1:-sandman-kubernetes:latest}"
 
 docker image inspect sandman-workspace:latest >/dev/null 2>&1 || {
     echo "build: no sandman-workspace:latest image; run 'python -m sandman.image' first" >&2
