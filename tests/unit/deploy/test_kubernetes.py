@@ -218,3 +218,17 @@ def test_the_image_build_script_is_valid_bash() -> None:
     script = KUBERNETES / "image" / "build.sh"
     assert os.access(script, os.X_OK)
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_field_is_one_the_api_knows(target: str) -> None:
+    """Through the official client's models and back: a misspelt or misplaced field
+    would be dropped on the way. (The ServiceMonitor is a custom resource.)"""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    for manifest in render(target):
+        if manifest["kind"] == "ServiceMonitor":
+            continue
+        typed = client._ApiClient__deserialize(manifest, f"V1{manifest['kind']}")  # type: ignore[attr-defined]
+        assert client.sanitize_for_serialization(typed) == manifest, manifest["metadata"]

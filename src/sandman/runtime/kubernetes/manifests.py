@@ -286,10 +286,10 @@ def make_pod(
     if workspace.uid <= 0 or workspace.gid <= 0:
         raise InvalidRequest("a session never runs as root: uid and gid must be positive")
     gpus = gpu_resources(launch)
-    limits: dict[str, Any] = {
+    limits = {
         "cpu": cpu_quantity(launch.cpus),
         "memory": quantity(launch.memory),
-        **gpus,
+        **{name: str(count) for name, count in gpus.items()},  # quantities are strings
     }
     files_volume = "files"
     mounts: list[dict[str, Any]] = [
@@ -306,7 +306,8 @@ def make_pod(
             "name": "workspace",
             "persistentVolumeClaim": {"claimName": claim_name(workspace.user_id, settings.prefix)},
         },
-        # tmpfs pages count against the memory limit, as Docker's --shm-size does not.
+        # tmpfs pages count against the memory limit, as Docker's --shm-size does not;
+        # in 1.20 the kubelet evicts past sizeLimit (the tmpfs is sized by it from 1.22).
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": quantity(launch.shm_size)}},
     ]
     if items:

@@ -43,6 +43,13 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
+PLACED = BuildOptions(
+    storage_class="local",
+    placements={"A100": Placement({"pool": "a100"}, (TOLERATION,))},
+    egress=parse_egress("10.20.0.0/16,0.0.0.0/0"),
+)
+
+
 def _launch(**overrides: object) -> SessionLaunch:
     values: dict[str, object] = {
         "session_id": SID, "user_id": "alice", "uid": 20001, "gid": 20002,
@@ -95,7 +102,7 @@ def test_the_pod_is_hardened_and_runs_as_the_user() -> None:
 def test_limits_requests_shm_and_the_mig_resource() -> None:
     pod = make_pod(_launch(cpus=1.5), "sessions")
     resources = _container(pod)["resources"]
-    expected = {"cpu": "1500m", "memory": "8Gi", "nvidia.com/mig-1g.5gb": 1}
+    expected = {"cpu": "1500m", "memory": "8Gi", "nvidia.com/mig-1g.5gb": "1"}
     assert resources == {"limits": expected, "requests": expected}
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"][
         "volumes"
@@ -106,7 +113,7 @@ def test_limits_requests_shm_and_the_mig_resource() -> None:
 def test_whole_gpus_and_no_gpu() -> None:
     launch = replace(_launch(), gpu=GpuGrant(("GPU-a", "GPU-b")))
     limits = _container(make_pod(launch, "s"))["resources"]["limits"]
-    assert limits == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": 2}
+    assert limits == {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "2"}
     bare = make_pod(_launch(gpu_uuids=(), mig_profile=None), "s")
     assert _container(bare)["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
     env = {e["name"]: e["value"] for e in _container(bare)["env"]}
@@ -413,3 +420,28 @@ def test_options_from_the_settings() -> None:
     assert policy["metadata"]["labels"]["sandman.deployment"] == "dep1"
     assert build_options(Settings(kube_workspace_size="5g")).workspace_size == 5 * 2**30
     assert build_options(Settings()).storage_class is None
+
+
+@pytest.mark.parametrize(
+    ("build", "model"),
+    [
+        (lambda: make_pod(_launch(apps_secret="x"), "s", PLACED, "A100"), "V1Pod"),
+        (lambda: make_secret(_launch(), "s"), "V1Secret"),
+        (
+            lambda: make_pvc(Workspace("alice", 20001, 20001), "s", PLACED),
+            "V1PersistentVolumeClaim",
+        ),
+        (lambda: make_local_pv("ws-1", "/srv/pv/1", "node-a", "1g"), "V1PersistentVolume"),
+        (make_local_storage_class, "V1StorageClass"),
+        *((lambda i=i: make_network_policies("s", PLACED)[i], "V1NetworkPolicy") for i in range(3)),
+    ],
+)
+def test_every_field_is_one_the_api_knows(build: Any, model: str) -> None:
+    """Through the official client's models and back: a misspelt or misplaced field
+    would be dropped on the way (the models know every field of the API)."""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+    manifest = build()
+    typed = client._ApiClient__deserialize(manifest, model)  # type: ignore[attr-defined]
+    assert client.sanitize_for_serialization(typed) == manifest
