@@ -239,6 +239,20 @@ class Settings(BaseSettings):
         "captured, for restoring them later (and once more as a session ends).",
     )
 
+    snapshot_max_size: Annotated[int | None, BeforeValidator(parse_optional_size)] = Field(
+        None,
+        description="Snapshots of sessions' writable layers: when set (2g), a session's "
+        "changes outside /workspace are committed to a local image as it ends, if they "
+        "(with the snapshot the session started from) hold at most this much, and a "
+        "session restored from it starts from that image; unset, none or 0: off.",
+    )
+    snapshot_retention: str = Field(
+        "3,30d",
+        description="Which snapshots each user keeps: a count (3: the newest three), an "
+        "age (30d; h, d or w), or both comma-separated (a snapshot goes when either says "
+        "so); older ones' images are removed as a new one is kept.",
+    )
+
     # --- the wait queue and preemption ---
     queue_timeout: Duration = Field(
         24 * 3600.0,
@@ -487,6 +501,14 @@ class Settings(BaseSettings):
     @classmethod
     def _egress(cls, value: str) -> str:
         return str(parse_egress(value))
+
+    @field_validator("snapshot_retention")
+    @classmethod
+    def _snapshot_retention(cls, value: str) -> str:
+        from sandman.environments.snapshots import parse_retention
+
+        parse_retention(value)  # a ValueError names what is wrong
+        return value.strip()
 
     @field_validator("gpu_sharing")
     @classmethod

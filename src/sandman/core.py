@@ -27,6 +27,7 @@ from sandman.config import Settings
 from sandman.domain import SessionStatus
 from sandman.environments.apps import apps_secret, load_apps_key
 from sandman.environments.service import Environments
+from sandman.environments.snapshots import parse_retention
 from sandman.errors import ConfigurationError, RuntimeFailure, RuntimeUnavailable, SandmanError
 from sandman.gateway import asyncssh_tuning
 from sandman.gateway.keys import load_or_create_key, public_key_line
@@ -58,6 +59,7 @@ from sandman.services.reaper import Reaper
 from sandman.services.reconciler import Reconciler
 from sandman.services.session_state import SessionStates
 from sandman.services.sessions import SessionService
+from sandman.services.snapshots import Snapshots
 from sandman.services.sshpiper import SshPiperConfig
 from sandman.services.workspaces import WorkspaceService
 from sandman.store.database import Database
@@ -317,6 +319,19 @@ class Sandman:
         # restored into a session started with "restore".
         self.states = SessionStates(self.db, self.runtime)
         self.sessions.stop_hooks.append(self.states.on_stop)
+        # Writable-layer snapshots (SANDMAN_SNAPSHOT_MAX_SIZE): taken after that last
+        # capture, before the container goes; a restore starts from the user's own.
+        self.snapshots = Snapshots(
+            self.db,
+            self.runtime,
+            settings.container_prefix,
+            self.deployment_id,
+            settings.snapshot_max_size,
+            parse_retention(settings.snapshot_retention),
+        )
+        self.sessions.stop_hooks.append(self.snapshots.on_stop)
+        self.sessions.end_hooks.append(self.snapshots.on_end)
+        self.sessions.allow_snapshot = self.snapshots.allow
         self.sessions.start_hooks.append(self.states.on_start)
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(

@@ -55,6 +55,12 @@ class FakeRuntime:
         self.migrated: list[tuple[str, int]] = []
         self.workspace_warnings: list[str] = []
         self.cpu_seconds: dict[str, float] = {}  # container name -> CPU time used so far
+        # Snapshots: the layer size each container reports (by name; default 0), and
+        # the images committed (name -> labels); snapshots_supported=False answers None.
+        self.layer_sizes: dict[str, int] = {}
+        self.images: dict[str, dict[str, str]] = {}
+        self.images_in_use: set[str] = set()
+        self.snapshots_supported = True
 
     # ------------------------------------------------------------ test controls
     def kill(self, name_or_id: str, exit_code: int = 137) -> None:
@@ -172,6 +178,34 @@ class FakeRuntime:
 
     def logs(self, name_or_id: str, tail: int = 50) -> str:
         return "fake logs"
+
+    def layer_size(self, name_or_id: str) -> int | None:
+        self._check("layer_size")
+        with self.lock:
+            found = self._find(name_or_id)
+            if found is None or not self.snapshots_supported:
+                return None
+            return self.layer_sizes.get(found.state.name, 0)
+
+    def commit_snapshot(self, name_or_id: str, image: str, labels: dict[str, str]) -> str | None:
+        self._check("commit_snapshot")
+        with self.lock:
+            if not self.snapshots_supported:
+                return None
+            assert self._find(name_or_id) is not None, name_or_id
+            self.images[image] = dict(labels)
+            return f"sha256:{len(self.images):064x}"
+
+    def snapshot_labels(self, image: str) -> dict[str, str] | None:
+        with self.lock:
+            return dict(self.images[image]) if image in self.images else None
+
+    def remove_snapshot(self, image: str) -> bool:
+        with self.lock:
+            if image not in self.images or image in self.images_in_use:
+                return False
+            del self.images[image]
+            return True
 
     def exec(self, name_or_id: str, argv: Sequence[str], user: str, timeout: float) -> ExecResult:
         self._check("exec")

@@ -120,7 +120,8 @@ class CreateSessionBody(BaseModel):
     restore: str | None = Field(
         None,
         description="Start like an ended session of the user's (its id, or latest): its "
-        "image, GPU share, TTL and limits unless given here, and its tmux windows back.",
+        "image, GPU share, TTL and limits unless given here, and its tmux windows back; "
+        "from its writable-layer snapshot when one was kept (notes say whether).",
         json_schema_extra={"pattern": "^(latest|[0-9a-f-]{36})$"},
     )
     queue: bool = Field(

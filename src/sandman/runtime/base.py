@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 MANAGED_LABEL = "sandman.managed"
 SESSION_LABEL = "sandman.session_id"
@@ -226,4 +226,32 @@ class SessionRuntime(Protocol):
     def stats(self, name_or_id: str) -> ContainerStats | None:
         """The container's counters now (one read; Docker answers it with its next
         one-second sample); None when it does not exist or is not running."""
+        ...
+
+
+@runtime_checkable
+class Snapshotting(Protocol):
+    """What a runtime offers to keep a session's writable layer (``services.snapshots``).
+
+    Optional: a runtime without these methods (Kubernetes, say) is a
+    ``SessionRuntime`` all the same, and Sandman records that it keeps no snapshots;
+    one that has them may still answer None or False where it cannot.
+    """
+
+    def layer_size(self, name_or_id: str) -> int | None:
+        """Bytes of the container's own changes to its image (bind mounts never count);
+        None when the runtime cannot tell or the container does not exist."""
+        ...
+
+    def commit_snapshot(self, name_or_id: str, image: str, labels: dict[str, str]) -> str | None:
+        """Keep the container's writable layer as the local image ``image`` carrying
+        ``labels``; its id, or None when the runtime keeps no snapshots."""
+        ...
+
+    def snapshot_labels(self, image: str) -> dict[str, str] | None:
+        """A local image's labels; None when it does not exist (or is unsupported)."""
+        ...
+
+    def remove_snapshot(self, image: str) -> bool:
+        """Remove a local image (never by force); False when it is gone or in use."""
         ...

@@ -36,6 +36,10 @@ class SessionRequest:
     use_mig: bool | None = None  # seed 003's useMig: overrides the workload's preference
     # The environment it starts from (default base); not with ``image``.
     environment: str | None = None
+    # A restore's writable-layer snapshot (``services.snapshots``): the session starts
+    # from it instead of ``image``, which stays the image the policies check. Set only
+    # by a restore, never from a request body.
+    snapshot_image: str | None = None
 
 
 WORKLOAD_LABEL = "workload_type"

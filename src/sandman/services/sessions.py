@@ -195,6 +195,9 @@ class SessionService(SessionEnding):
         self.choose_environment: Callable[[str, str | None, str | None], Choice] | None = None
         # session id -> the secret its web apps require (written into the container).
         self.apps_secret: Callable[[str], str] | None = None
+        # (user, snapshot image, base image) -> whether a restore may start from that
+        # snapshot: only the user's own (``services.snapshots``); unset: none may.
+        self.allow_snapshot: Callable[[str, str, str], bool] | None = None
         self._busy: set[str] = set()
         self._ending: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -217,6 +220,14 @@ class SessionService(SessionEnding):
         )
         request, image = self._environment(request)
         cpus, memory = checked_limits(self.settings, request.cpus, request.memory)
+        if request.snapshot_image is not None and not (
+            self.allow_snapshot is not None
+            and self.allow_snapshot(user_id, request.snapshot_image, image)
+        ):
+            raise InvalidRequest(
+                f"image {request.snapshot_image!r} is not a snapshot of {user_id}'s made "
+                f"from {image}; only a restore of one's own session starts from a snapshot"
+            )
         check_gpu_request(request.gpu)
         checked_idle_timeout(
             request.idle_timeout_minutes,
@@ -307,7 +318,7 @@ class SessionService(SessionEnding):
                         id=session_id,
                         user_id=user_id,
                         status=SessionStatus.STARTING.value,
-                        image=image,
+                        image=request.snapshot_image or image,
                         container_name=f"{self.settings.container_prefix}-{user_id}",
                         cpus=cpus,
                         memory=memory,

@@ -503,6 +503,26 @@ class SessionStateRow(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class SessionSnapshotRow(Base):
+    """A session's writable-layer snapshot (``environments.snapshots``): the image
+    kept for it, or why none was (``skipped``, ``failed``), or when retention let it
+    go (``pruned``). No foreign key: the record outlives the session's row."""
+
+    __tablename__ = "session_snapshots"
+    session_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # kept, skipped, failed, pruned
+    reason: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[str | None] = mapped_column(String(255))
+    image_id: Mapped[str | None] = mapped_column(String(80))
+    base_image: Mapped[str | None] = mapped_column(String(255))
+    layer_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    pruned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class AppsCode(Base):
     """A one-time code the portal hands the apps origin (``web.apps_access``): it
     opens one app of one session for one user; only a SHA-256 is kept."""

@@ -149,8 +149,15 @@ async def create_session(
         queue=body.queue,
         workload_type=body.workload_type,
     )
+    snapshot_note = None
     if source is not None:
         asked = restored_request(asked, source)
+        asked, snapshot_note = await run_in_threadpool(
+            app.snapshots.restore,
+            asked,
+            source,
+            body.image is not None or body.environment is not None,
+        )
     try:
         created = await app.creator.create(asked, wait_ready=wait)
     except CapacityExhausted as exc:
@@ -165,6 +172,8 @@ async def create_session(
     out["notes"] = list(created.notes)
     if source is not None:
         out["notes"].append(await run_in_threadpool(app.states.note, source))
+        if snapshot_note is not None:
+            out["notes"].append(snapshot_note)
     if not wait or created.session.status == SessionStatus.QUEUED:
         response.status_code = status.HTTP_202_ACCEPTED
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{created.session.id}"

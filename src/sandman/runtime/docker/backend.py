@@ -107,6 +107,33 @@ def stats_from_engine(raw: dict[str, Any]) -> ContainerStats | None:
     return ContainerStats(cpu_seconds=total / 1e9, cpu_percent=percent)
 
 
+# The session's own environment variables a snapshot blanks (comma-separated).
+SESSION_ENV_LABEL = "sandman.session_env"
+
+
+def snapshot_changes(
+    container_env: Sequence[str], image_env: Sequence[str], carried: str, labels: dict[str, str]
+) -> list[str]:
+    """``docker commit`` changes for a snapshot (pure): its labels, and every variable
+    the session's launch gave the container (those its image lacks, and those an
+    earlier snapshot in the chain already blanked) set empty.
+
+    A commit keeps the container's environment, and a container cannot unset a
+    variable of its image: without this, a restored session would inherit the old
+    one's GPU share (``CUDA_MPS_*``) or MIG profile wherever its own launch does not
+    set them again. An empty value is the nearest Docker allows to unset.
+    """
+
+    def keys(env: Sequence[str]) -> set[str]:
+        return {item.split("=", 1)[0] for item in env if item}
+
+    session = (keys(container_env) - keys(image_env)) | {k for k in carried.split(",") if k}
+    changes = [f'ENV {key}=""' for key in sorted(session)]
+    marked = {**labels, SESSION_ENV_LABEL: ",".join(sorted(session))}
+    changes += [f'LABEL "{k}"="{v}"' for k, v in sorted(marked.items())]
+    return changes
+
+
 class DockerRuntime:
     """``SessionRuntime`` on a local Docker engine."""
 
@@ -348,6 +375,66 @@ class DockerRuntime:
             return ExecResult(None if code == TIMED_OUT else code, output)
 
         return self._call(f"run a command in {name_or_id}", run)
+
+    # ------------------------------------------------------------ snapshots
+    def layer_size(self, name_or_id: str) -> int | None:
+        def get() -> int | None:
+            # ``docker inspect --size``: the SDK's inspect takes no size, its list does.
+            try:
+                full_id = self.client.api.inspect_container(name_or_id)["Id"]
+            except docker.errors.NotFound:
+                return None
+            found = self.client.api.containers(all=True, size=True, filters={"id": full_id})
+            size = found[0].get("SizeRw") if found else None
+            return int(size) if isinstance(size, int) else None
+
+        return self._call(f"measure the writable layer of {name_or_id}", get)
+
+    def commit_snapshot(self, name_or_id: str, image: str, labels: dict[str, str]) -> str | None:
+        repository, _, tag = image.rpartition(":")
+
+        def commit() -> str:
+            attrs = self.client.api.inspect_container(name_or_id)
+            parent = self.client.api.inspect_image(attrs["Image"]).get("Config") or {}
+            changes = snapshot_changes(
+                (attrs.get("Config") or {}).get("Env") or [],
+                parent.get("Env") or [],
+                (parent.get("Labels") or {}).get(SESSION_ENV_LABEL, ""),
+                labels,
+            )
+            # Paused while committed, so the layer is consistent; bind mounts
+            # (/workspace, the secret files) are never part of a commit.
+            done = self.client.api.commit(
+                name_or_id, repository=repository, tag=tag, changes=changes, pause=True
+            )
+            return str(done.get("Id", ""))
+
+        return self._call(f"commit a snapshot of {name_or_id}", commit)
+
+    def snapshot_labels(self, image: str) -> dict[str, str] | None:
+        def get() -> dict[str, str] | None:
+            try:
+                attrs = self.client.api.inspect_image(image)
+            except docker.errors.ImageNotFound:
+                return None
+            return dict((attrs.get("Config") or {}).get("Labels") or {})
+
+        return self._call(f"inspect image {image}", get)
+
+    def remove_snapshot(self, image: str) -> bool:
+        def remove() -> bool:
+            try:
+                self.client.api.remove_image(image, force=False, noprune=False)
+            except docker.errors.ImageNotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # a container still uses it
+                    log.info("snapshot %s kept: %s", image, exc.explanation or exc)
+                    return False
+                raise
+            return True
+
+        return self._call(f"remove image {image}", remove)
 
     # ------------------------------------------------------------ workspaces
     def workspace_usage(self, user_id: str) -> WorkspaceUsage | None:
