@@ -31,6 +31,7 @@ seeds, a minute or two on 2 cores), ``--full`` (64 GPUs and A100 too, 5 seeds:
 most of an hour), ``--quick`` (CI: 2 seeds, short runs). One part at a time:
 ``--model``, ``--gpus N``, ``--requests N``, ``--seeds N``, ``--dist`` (each
 repeatable where it makes sense), ``--mixed yes|no|only``, ``--no-timing``.
+``--pooled`` compares first fit with a machine without slot rules.
 ``--exhaustive 6`` counts every arrival sequence up to length 6 on one A100 and one
 H100 where the policy admits fewer / more than first fit. ``--make-db PATH
 --sessions N`` writes a session history from the in-process Sandman, and
@@ -384,6 +385,67 @@ def from_db(path: str, model: GpuModel, n_gpus: int) -> None:
         print(f"{policy:<12}{ok:>10}{share:>8.1%}{h * 100 / 3600:>13.1f}")
 
 
+def simulate_pooled(
+    requests: Sequence[Request], model: GpuModel, n_gpus: int, best: bool = False
+) -> int:
+    """Requests admitted by a machine without fragmentation inside a GPU: each GPU a pool
+    of compute and memory slices with no start rules, a request taking its profile's
+    slices from the first GPU that has them (``best``: from the one left with the fewest
+    free memory slices). The gap to first fit on the real geometry is what the slot
+    rules cost; it is not a bound on what a placement policy can gain, since greedy
+    admission is not optimal packing."""
+    names = names_by_compute(model)
+    compute = max(p.compute_slices for p in model.profiles)  # 7
+    free = [[compute, model.memory_slices] for _ in range(n_gpus)]
+    active: list[tuple[float, int, int, int, int]] = []
+    admitted = 0
+    for n, (t, life, kind) in enumerate(requests):
+        while active and active[0][0] <= t:
+            _, _, i, c, m = heapq.heappop(active)
+            free[i][0] += c
+            free[i][1] += m
+        p = model.profile(names[kind])
+        assert p is not None
+        c, m = p.compute_slices, p.memory_slices
+        fits = [i for i, f in enumerate(free) if f[0] >= c and f[1] >= m]
+        if not fits:
+            continue
+        i = min(fits, key=lambda i: (free[i][1], i)) if best else fits[0]
+        free[i][0] -= c
+        free[i][1] -= m
+        heapq.heappush(active, (t + life, n, i, c, m))
+        admitted += 1
+    return admitted
+
+
+def pooled_gains(model: GpuModel, n_gpus: int, seeds: int, n: int) -> None:
+    """The pooled machine's gain over first fit (first fit / best fit on the pools)."""
+    print(f"a machine without slot rules vs first fit; {n_gpus}x {model.key}, {seeds} seeds")
+    print("cells: pools with first fit / with best fit, gain over first fit in %")
+    print(f"{'distribution':<16}" + "".join(f"{load:>16.0%}" for load in LOADS))
+    heavy: list[tuple[float, float]] = []
+    for dname, dist in DISTRIBUTIONS.items():
+        cells = []
+        for load in LOADS:
+            first, best = [], []
+            for k in range(seeds):
+                reqs = workload(dist, load, n_gpus, SEED + k, n)
+                ff, _ = simulate(reqs, model, "first-fit", n_gpus)
+                first.append(simulate_pooled(reqs, model, n_gpus) / ff - 1)
+                best.append(simulate_pooled(reqs, model, n_gpus, best=True) / ff - 1)
+            pair = (statistics.mean(first), statistics.mean(best))
+            cells.append(f"{pair[0] * 100:+.2f} / {pair[1] * 100:+.2f}")
+            if load >= 1.3:
+                heavy.append(pair)
+        print(f"{dname:<16}" + "".join(f"{c:>16}" for c in cells), flush=True)
+    for what, k in (("first fit", 0), ("best fit", 1)):
+        gains = [h[k] for h in heavy]
+        print(
+            f"pools with {what}, >=130% load: mean {statistics.mean(gains):+.2%}, "
+            f"largest {max(gains):+.2%}, smallest {min(gains):+.2%}"
+        )
+
+
 def make_db(path: str, sessions: int, seed: int = SEED) -> None:
     """A session history for ``--from-db``: the in-process Sandman (the real session
     service and planner, the fake container runtime of the tests, 8 simulated dynamic
@@ -481,6 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, help="seeds per workload")
     ap.add_argument("--requests", type=int, help="requests per sequence")
     ap.add_argument("--mixed", choices=("yes", "no", "only"), default="yes", help="mixed fleet")
+    ap.add_argument("--pooled", action="store_true", help="a machine without slot rules")
     ap.add_argument("--no-timing", action="store_true", help="skip the decision-time figure")
     ap.add_argument(
         "--exhaustive", type=int, metavar="LEN", help="count every arrival sequence up to LEN"
@@ -492,6 +555,10 @@ def main(argv: list[str] | None = None) -> None:
         for key in args.model or ("A100-40GB", "H100-80GB"):
             fewer, more, total = exhaustive(resolve_model(key), args.exhaustive)
             print(f"{key:<12} sequences {total:>7}  fewer {fewer:>6}  more {more:>6}")
+        return
+    if args.pooled:
+        for key in args.model or ("H100-80GB",):
+            pooled_gains(resolve_model(key), args.gpus or 8, args.seeds or 3, args.requests or 3000)
         return
     if args.make_db:
         make_db(args.make_db, args.sessions)
