@@ -345,7 +345,10 @@ async def restore_session(request: Request, seen: Seen) -> Response:
             project=charge.project,
             queue=form.get("queue") == "on",
         )
-        created = await core.creator.create(restored_request(asked, source), wait_ready=False)
+        asked, snapshot_note = await run_in_threadpool(
+            core.snapshots.restore, restored_request(asked, source), source, False
+        )
+        created = await core.creator.create(asked, wait_ready=False)
     except SandmanError as exc:
         if exc.code == "not_found":
             raise
@@ -356,6 +359,8 @@ async def restore_session(request: Request, seen: Seen) -> Response:
     if session.status == SessionStatus.QUEUED:
         core.queue.wake()
     notes = [*created.notes, await run_in_threadpool(core.states.note, source)]
+    if snapshot_note is not None:  # whether it started from the snapshot, or why not
+        notes.append(snapshot_note)
     message = f"session {session.id} restored from {source.id}, {session.status}: " + " ".join(
         notes
     )

@@ -4,6 +4,7 @@ same user's session only, pruned beyond retention; off unless the admin enables 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ MIB = 1024**2
 def make(tmp_path: Path, runtime: FakeRuntime, **settings: Any) -> Iterator[TestClient]:
     core = fake_core(tmp_path, runtime, gpu_topology="a100-40gb-x1", **settings)
     with TestClient(create_app(core, run_background=False)) as client:
-        client.app_state = core  # type: ignore[attr-defined]
         yield client
     core.stop()
 
@@ -43,7 +43,7 @@ def api(tmp_path: Path, runtime: FakeRuntime) -> Iterator[TestClient]:
 
 
 def core_of(api: TestClient) -> Sandman:
-    core: Sandman = api.app_state  # type: ignore[attr-defined]
+    core: Sandman = api.app.state.sandman  # type: ignore[attr-defined]
     return core
 
 
@@ -215,3 +215,37 @@ def test_the_docker_and_fake_runtimes_offer_snapshots() -> None:
     methods = ("layer_size", "commit_snapshot", "snapshot_labels", "remove_snapshot")
     assert all(callable(getattr(Snapshotting, name)) for name in methods)
     assert all(callable(getattr(DockerRuntime, name, None)) for name in methods)
+
+
+def test_the_portals_restore_button_starts_from_the_snapshot(tmp_path: Path) -> None:
+    import html
+
+    from tests.unit.web.test_portal import KEY, World, csrf_of, session_id, start
+
+    runtime = FakeRuntime()
+    core = fake_core(
+        tmp_path, runtime, gpu_topology="h100-80gb-x8", default_mig_profile="1g.10gb",
+        snapshot_max_size="1g", create_workers=2, create_wait=0.3,
+    )  # fmt: skip
+    app = create_app(core, run_background=False)
+    with TestClient(app):
+        world = World(core, app)
+        alice = world.person("alice")
+        alice.post("/ui/keys", data={"csrf_token": csrf_of(alice), "add": KEY})
+        sid = session_id(start(alice))
+        deadline = time.monotonic() + 10
+        while core.sessions.get(sid).status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        alice.post(f"/ui/sessions/{sid}/end", data={"csrf_token": csrf_of(alice)})
+        image = image_name(core.settings.container_prefix, "alice", sid)
+        assert image in runtime.images
+        restored = alice.post(
+            "/ui/sessions/restore", data={"csrf_token": csrf_of(alice), "restore": sid}
+        )
+        assert restored.status_code == 303, restored.text
+        new = session_id(restored)
+        assert core.sessions.get(new).image == image
+        page = html.unescape(alice.get(f"/ui/sessions/{new}").text)
+        assert "started from the snapshot" in page
+    core.stop()
