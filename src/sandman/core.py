@@ -332,6 +332,7 @@ class Sandman:
         self.sessions.stop_hooks.append(self.snapshots.on_stop)
         self.sessions.end_hooks.append(self.snapshots.on_end)
         self.sessions.allow_snapshot = self.snapshots.allow
+        self.sessions.snapshot_base = self.snapshots.base_of
         self.sessions.start_hooks.append(self.states.on_start)
         self.reaper = Reaper(self.sessions)
         self.reconciler = Reconciler(

@@ -198,6 +198,9 @@ class SessionService(SessionEnding):
         # (user, snapshot image, base image) -> whether a restore may start from that
         # snapshot: only the user's own (``services.snapshots``); unset: none may.
         self.allow_snapshot: Callable[[str, str, str], bool] | None = None
+        # (db, image) -> the image a snapshot was made from, which the quotas check
+        # when a queued restore is promoted; None for an image that is no snapshot.
+        self.snapshot_base: Callable[[Db, str], str | None] | None = None
         self._busy: set[str] = set()
         self._ending: set[str] = set()
         self._busy_lock = threading.Lock()
@@ -443,8 +446,11 @@ class SessionService(SessionEnding):
                     if row is None or row.status != SessionStatus.QUEUED:
                         return None
                     request = queued_request(row)
+                    image = row.image
+                    if self.snapshot_base is not None:  # a restore: its base's policies
+                        image = self.snapshot_base(db, row.image) or image
                     try:
-                        grant = self._place(db, row.user_id, request, row.ttl_minutes, row.image)
+                        grant = self._place(db, row.user_id, request, row.ttl_minutes, image)
                     except (CapacityExhausted, QuotaExceeded) as exc:
                         if isinstance(exc, QuotaExceeded) and not exc.waitable:
                             return f"no longer allowed: {exc.message}"

@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session as Db
 
 from sandman.domain import CURRENT_STATUSES
 from sandman.environments.snapshots import (
@@ -190,6 +191,13 @@ class Snapshots:
         return removed
 
     # ----------------------------------------------------------------- restore
+    def base_of(self, db: Db, image: str) -> str | None:
+        """The image a snapshot image was made from (in the caller's transaction);
+        None for an image that is no snapshot of this deployment's."""
+        parsed = parse_image_name(self.prefix, image)
+        snap = db.get(SessionSnapshotRow, parsed[1]) if parsed is not None else None
+        return snap.base_image if snap is not None and snap.image == image else None
+
     def allow(self, user_id: str, image: str, base_image: str) -> bool:
         """The image policy for a restore: the user's own kept snapshot, made from the
         image the restored session would otherwise start from, present with our labels."""

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from tests.fakes.runtime import FakeRuntime
+from tests.unit.api.conftest import HEADERS as ADMIN
 from tests.unit.api.conftest import fake_core
 from tests.unit.api.test_quotas_api import user_token
 
@@ -249,3 +250,27 @@ def test_the_portals_restore_button_starts_from_the_snapshot(tmp_path: Path) -> 
         page = html.unescape(alice.get(f"/ui/sessions/{new}").text)
         assert "started from the snapshot" in page
     core.stop()
+
+
+def test_a_queued_restore_is_promoted_under_its_base_images_quota(
+    api: TestClient, runtime: FakeRuntime
+) -> None:
+    ann = user_token(api, "ann")
+    old = run_and_end(api, runtime, ann, MIB)
+    image = image_name("sandman", "ann", old["id"])
+    quota = {"allowed_images": [old["image"]]}
+    assert api.put("/api/v1/quotas/user/ann", json=quota, headers=ADMIN).status_code == 200
+    ben = user_token(api, "ben")
+    blocker = api.post("/api/v1/sessions", json={"mig_profile": "7g.40gb"}, headers=ben).json()
+    queued = api.post("/api/v1/sessions", json={"restore": old["id"], "queue": True}, headers=ann)
+    assert queued.status_code == 202, queued.text
+    new = queued.json()
+    assert new["status"] == "queued" and new["image"] == image
+    api.delete(f"/api/v1/sessions/{blocker['id']}", headers=ben)
+    core_of(api).queue.dispatch()
+    deadline = time.monotonic() + 10
+    while (row := core_of(api).sessions.get(new["id"])).status != "running":
+        assert row.status in ("queued", "starting"), (row.status, row.end_reason)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert launched_image(runtime, new["id"]) == image
