@@ -109,7 +109,7 @@ main() {
         local src
         src="$(find "$work/source/build/pause" -name pause.c | head -n1)"
         [ -n "$src" ] || die "no pause.c in build/pause"
-        gcc -Os -Wall -Werror -static -DVERSION="v$upstream-sandman" -o "$out/pause.tmp" "$src" || die "building pause failed"
+        gcc -Os -Wall -Werror -static -DVERSION="v${version%%-*}" -o "$out/pause.tmp" "$src" || die "building pause failed"
         mv "$out/pause.tmp" "$out/pause"
     fi
     echo "$out"

@@ -11,7 +11,11 @@
 #      per lockfile, under ${XDG_CACHE_HOME:-~/.cache}/sandman/oidc-provider/), and
 #      Debian's prometheus, prometheus-alertmanager and docker-compose (promtool,
 #      amtool, a private Prometheus and Alertmanager, and "compose config"), and
-#      Debian's chromium (the portal's browser tests, driven by Playwright).
+#      Debian's chromium (the portal's browser tests, driven by Playwright);
+#   6. with --for-tests, Kubernetes 1.20 (kube-apiserver, kube-scheduler,
+#      kube-controller-manager, kubelet, kubectl, pause) built offline from Debian's
+#      kubernetes source package by scripts/kube-build.sh, cached outside the
+#      repository by version, with Debian's golang-go and etcd-server.
 #
 # Idempotent and quiet when there is nothing to do; exits non-zero with a message
 # on the first failure.
@@ -224,6 +228,9 @@ main() {
         # image), rebuilt when its recipe or the workspace image changes.
         "$VENV/bin/python" -m sandman.image --environment jupyter ||
             die "building the jupyter environment's image failed"
+        # The Kubernetes tests' control plane and kubelet, from Debian's kubernetes
+        # source package (cached by version; a first build takes a while).
+        "$ROOT/scripts/kube-build.sh" >/dev/null || die "building Kubernetes failed"
     fi
 }
 

@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -301,8 +302,45 @@ class Settings(BaseSettings):
     )
 
     # --- runtime ---
-    runtime: Literal["docker"] = Field(
-        "docker", description="Where sessions run: docker (this host's Docker engine)."
+    runtime: Literal["docker", "kubernetes"] = Field(
+        "docker",
+        description="Where sessions run: docker (this host's Docker engine) or kubernetes "
+        "(pods on a cluster; the GPUs are then the nodes' advertised nvidia.com resources).",
+    )
+    kube_config: str = Field(
+        "",
+        description="Kubernetes: the kubeconfig file; empty: in-cluster credentials when "
+        "running in a pod, else ~/.kube/config.",
+    )
+    kube_namespace: str = Field(
+        "sandman-sessions",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Kubernetes: the namespace of session pods, secrets and claims.",
+    )
+    kube_storage_class: str = Field(
+        "",
+        description="Kubernetes: the storage class of workspace claims; empty: the "
+        "cluster's default class.",
+    )
+    kube_pending_timeout: Duration = Field(
+        300.0,
+        gt=0,
+        description="Kubernetes: a pod pending longer than this fails its session with the "
+        "pod's last event as the reason.",
+    )
+    kube_node_selectors: Annotated[dict[str, dict[str, str]], NoDecode] = Field(
+        default_factory=dict,
+        description="Kubernetes: node labels a session pod requires, per GPU model, as JSON "
+        '({"A100-40GB": {"pool": "a100"}}); "*" applies to every model.',
+    )
+    kube_tolerations: Annotated[list[dict[str, str]], NoDecode] = Field(
+        default_factory=list,
+        description="Kubernetes: tolerations of session pods, as a JSON list of the API's "
+        'objects ([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]).',
+    )
+    kube_workspace_size: str = Field(
+        "10Gi",
+        description="Kubernetes: a workspace claim's size when no workspace quota applies.",
     )
 
     # --- GPUs ---
@@ -495,6 +533,20 @@ class Settings(BaseSettings):
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("kube_node_selectors", "kube_tolerations", mode="before")
+    @classmethod
+    def _json(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            import json
+
+            if not value.strip():
+                return {} if info.field_name == "kube_node_selectors" else []
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from exc
         return value
 
     @field_validator("egress")

@@ -157,6 +157,13 @@ class Sandman:
         self.admin_token = admin_token(settings, announce, show_secrets)
         self.runtime: SessionRuntime = runtime or make_runtime(settings, self.deployment_id)
         topology_slug = hashlib.sha256(settings.gpu_topology.encode()).hexdigest()[:12]
+        if inventory is None and settings.runtime == "kubernetes":
+            from sandman.runtime.kubernetes.backend import KubernetesRuntime
+            from sandman.runtime.kubernetes.client import kubernetes_inventory
+
+            if not isinstance(self.runtime, KubernetesRuntime):
+                raise ConfigurationError("SANDMAN_RUNTIME=kubernetes needs its own runtime")
+            inventory = kubernetes_inventory(settings, self.runtime)
         self.inventory: GpuInventory = inventory or make_inventory(
             settings.gpu_backend,
             topology=settings.gpu_topology,

@@ -39,4 +39,8 @@ def make_runtime(settings: Settings, deployment_id: str) -> SessionRuntime:
             upstream=settings.gateway_upstream,
             sealer=sealer,
         )
+    if settings.runtime == "kubernetes":
+        from sandman.runtime.kubernetes.client import kubernetes_runtime
+
+        return kubernetes_runtime(settings, deployment_id)
     raise ValueError(f"unknown runtime {settings.runtime!r}")

@@ -222,6 +222,10 @@ class Reconciler:
 
     def _gpu_drift(self, report: ReconcileReport) -> None:
         service = self.sessions
+        if service.inventory.backend == "kubernetes":
+            # The units a node advertises are counts, not devices Sandman made: a pod's
+            # own state (gone, failed, evicted) says when a session lost its GPU.
+            return
         with service.db.read() as db:  # what should be, read first
             claimed = list(db.scalars(select(GpuClaim)))
             holders = {c.session_id for c in claimed if c.instance_uuid and c.session_id}
