@@ -5,7 +5,7 @@ OpenID provider.
 A user logs in with single sign-on, starts a session from the portal, sees it
 running with its countdown, copies the SSH command and ends it; the admin's GPU
 page shows the MIG layout with that session in its slot; another user does not
-see it. Screenshots of the main pages go to ``test-artifacts/portal/``.
+see it. Screenshots of the main pages go to ``$SANDMAN_TEST_ARTIFACTS/portal/``.
 """
 
 from __future__ import annotations
@@ -21,39 +21,12 @@ import pytest
 from tests.integration.oidc.conftest import GROUP_MAP, USERS
 from tests.integration.oidc.harness import CLIENT_ID, CLIENT_SECRET, start_provider
 from tests.integration.support import HEADERS, Server
+from tests.integration.web.conftest import CHROMIUM, ROOT, SETUP_STAMP, artifacts_dir, log_in
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[3]
-SETUP_STAMP = ROOT / ".venv" / ".sandman-chromium"  # scripts/setup.sh --for-tests
-ARTIFACTS = ROOT / "test-artifacts" / "portal"
 SESSION_ID = re.compile(r"/ui/sessions/([0-9a-f-]{36})")
 STARTED = 180_000  # ms for a real container to come up
-
-
-def _browser_or_skip() -> Any:
-    """Playwright's sync API, or a skip when this machine was never set up for the
-    browser tests; once setup has run, a missing piece is a failure, not a skip."""
-    missing = []
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} (Debian's chromium package)")
-    try:
-        from playwright import sync_api
-    except ImportError:
-        missing.append("the playwright package (the dev extras)")
-        sync_api = None
-    if missing:
-        reason = f"missing {' and '.join(missing)}: run scripts/setup.sh --for-tests"
-        if SETUP_STAMP.exists():
-            pytest.fail(f"set up for the browser tests, yet {reason}")
-        pytest.skip(reason)
-    return sync_api
-
-
-@pytest.fixture(scope="module")
-def playwright_api() -> Any:
-    return _browser_or_skip()
 
 
 @pytest.fixture
@@ -76,36 +49,8 @@ def portal(server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Serv
         provider.stop()
 
 
-@pytest.fixture
-def chromium(playwright_api: Any) -> Iterator[Any]:
-    with playwright_api.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield browser
-        browser.close()
-
-
 def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def log_in(browser: Any, url: str, account: str) -> Any:
-    """A fresh browser context logged in as ``account`` through single sign-on."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=url)
-    page = context.new_page()
-    page.goto(f"{url}/ui/")
-    assert "/ui/login" in page.url
-    page.click("#sso-login")
-    page.fill("input[name=login]", account)
-    page.fill("input[name=password]", "any")
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    if not page.url.startswith(url):  # the provider's consent
-        page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/ui/**")
-    assert page.locator("#who").inner_text().startswith(account)
-    return page
+    page.screenshot(path=str(artifacts_dir("portal") / f"{name}.png"), full_page=True)
 
 
 def test_portal_end_to_end(portal: tuple[Server, Any], chromium: Any) -> None:
