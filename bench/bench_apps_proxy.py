@@ -10,8 +10,12 @@ runtime), then measures from this process:
 - **added latency**: small GETs (``ping``) over one kept-alive connection, direct
   and through the proxy; the median and p90 of each and their difference.
 
-The proxy's peak RSS is read from its process at the end. Options: ``--size``
-(MiB, default 1024), ``--repeat`` (default 3), ``--requests`` (default 2000).
+The proxy's CPU time (user and system, per GiB relayed) and peak RSS are read
+from its process. Options: ``--size`` (MiB, default 1024), ``--repeat`` (default
+3), ``--requests`` (default 2000), ``--loop uvloop`` (the proxy on uvloop, where
+installed), ``--pin`` (the proxy on a core of its own, this process and the app
+on the others: on a 2-core machine they otherwise compete with it; on a machine
+others use too, their load lands on the proxy's core and the figure drops).
 """
 
 from __future__ import annotations
@@ -62,12 +66,19 @@ _, token = core.credentials.create_token("alice", "bench", frozenset(Scope), Non
 session = core.sessions.create(SessionRequest("alice")).session
 app = create_apps_app(core, address=lambda s, a: ("127.0.0.1", upstream))
 print(port, token, session.id, flush=True)
-asyncio.run(uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve(sockets=[sock]))
+server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+if sys.argv[2] == "uvloop":
+    import uvloop
+    uvloop.run(server.serve(sockets=[sock]))
+else:
+    asyncio.run(server.serve(sockets=[sock]))
 """
 
 
-def start(argv: list[str]) -> tuple[subprocess.Popen[str], list[str]]:
+def start(argv: list[str], cpus: set[int] | None) -> tuple[subprocess.Popen[str], list[str]]:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    if cpus is not None:
+        os.sched_setaffinity(process.pid, cpus)
     assert process.stdout is not None
     return process, process.stdout.readline().split()
 
@@ -97,10 +108,12 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """A process's user and system CPU time so far."""
     with open(f"/proc/{pid}/stat") as handle:
         fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def peak_rss(pid: int) -> int:
@@ -116,13 +129,30 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024, help="MiB per download")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the proxy's event loop"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the proxy on a core of its own (the last), this process and the app on the others",
+    )
     args = parser.parse_args()
     size = args.size * MIB
+    cpus = sorted(os.sched_getaffinity(0))
+    proxy_cpus = others = None
+    if args.pin:
+        if len(cpus) < 2:
+            parser.error("--pin needs two cores or more")
+        proxy_cpus, others = {cpus[-1]}, set(cpus[:-1])
+        os.sched_setaffinity(0, others)
     with tempfile.TemporaryDirectory() as data:
         Path(data, "apps_key").write_text(KEY.hex() + "\n")
-        app, (app_port,) = start([sys.executable, str(FAKE_APP), "--key", KEY.hex()])
+        app, (app_port,) = start([sys.executable, str(FAKE_APP), "--key", KEY.hex()], others)
         script = PROXY.format(root=str(ROOT), data=data)
-        proxy, (proxy_port, token, session_id) = start([sys.executable, "-c", script, app_port])
+        proxy, (proxy_port, token, session_id) = start(
+            [sys.executable, "-c", script, app_port, args.loop], proxy_cpus
+        )
         try:
             path = f"/s/{session_id}/lab/"
             direct = f"http://127.0.0.1:{app_port}{path}"
@@ -139,12 +169,14 @@ def main() -> None:
                 latencies(to_proxy, proxied, 20)  # starts the app, warms both up
                 latencies(to_app, direct, 20)
                 rates: dict[str, list[float]] = {"direct": [], "proxy": []}
-                cpu = 0.0
+                user = system = 0.0
                 for _ in range(args.repeat):
                     rates["direct"].append(download(to_app, direct, size))
                     before = cpu_seconds(proxy.pid)
                     rates["proxy"].append(download(to_proxy, proxied, size))
-                    cpu += cpu_seconds(proxy.pid) - before
+                    after = cpu_seconds(proxy.pid)
+                    user += after[0] - before[0]
+                    system += after[1] - before[1]
                 small = {
                     "direct": latencies(to_app, direct, args.requests),
                     "proxy": latencies(to_proxy, proxied, args.requests),
@@ -156,7 +188,11 @@ def main() -> None:
                 process.wait(timeout=10)
     direct_rate = statistics.median(rates["direct"])
     proxy_rate = statistics.median(rates["proxy"])
-    print(f"download of {args.size} MiB, median of {args.repeat} (cores: {os.cpu_count()}):")
+    placement = f"proxy pinned to core {cpus[-1]}, the rest on {others}" if args.pin else "shared"
+    print(
+        f"download of {args.size} MiB, median of {args.repeat}"
+        f" (cores: {len(cpus)}, {placement}; proxy loop: {args.loop}):"
+    )
     print(f"  direct  {direct_rate / MIB:8.0f} MiB/s")
     print(f"  proxy   {proxy_rate / MIB:8.0f} MiB/s   ratio {proxy_rate / direct_rate:.2f}x")
     print(f"small requests ({args.requests} each, one kept-alive connection):")
@@ -168,8 +204,11 @@ def main() -> None:
     added_median = statistics.median(small["proxy"]) - statistics.median(small["direct"])
     added_p90 = p90(small["proxy"]) - p90(small["direct"])
     print(f"  added   median {added_median * 1000:6.2f} ms   p90 {added_p90 * 1000:6.2f} ms")
-    per_gib = cpu / (args.repeat * size / (1 << 30))
-    print(f"proxy CPU: {per_gib:.2f} s per GiB; peak RSS: {rss / MIB:.0f} MiB")
+    gib = args.repeat * size / (1 << 30)
+    print(
+        f"proxy CPU: {(user + system) / gib:.2f} s per GiB"
+        f" (user {user / gib:.2f}, system {system / gib:.2f}); peak RSS: {rss / MIB:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":
