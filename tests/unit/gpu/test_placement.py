@@ -16,6 +16,8 @@ from sandman.gpu.placement import (
     DemandRecorder,
     DemandWeights,
     MigGpu,
+    capacity,
+    fleet_weights,
     place_mig,
     placements_left,
     ranked_profiles,
@@ -254,3 +256,44 @@ def test_recorder_starts_from_the_prior_and_records_grants() -> None:
         recorder.record_grant([a], devices)
     recorder.record_asked("no-such-profile", devices)
     assert recorder.weights().weight(shape_of(p)) > before
+
+
+SMALL_HEAVY = DemandWeights.of(
+    {(1, 1): 0.55, (2, 2): 0.2, (3, 4): 0.15, (4, 4): 0.05, (7, 8): 0.05}
+)
+
+
+def test_the_fleet_fills_a_gpu_in_use_before_opening_an_untouched_one() -> None:
+    """Per GPU a rare 7g is worth little, so a 1g would open the empty GPU (it destroys
+    fewer weighted places there than beside a 3g); across the fleet the untouched GPU
+    is the last 7g place and the 1g places are plentiful, so the 1g goes beside a 3g."""
+    model = resolve_model("H100-80GB")
+    gpus = [hold(MigGpu(i, f"GPU {i}", model, 0, {}), "3g.40gb", 4) for i in range(2)]
+    gpus.append(MigGpu(2, "GPU 2", model, 0, {}))
+    p = model.profile("1g.10gb")
+    assert p is not None
+    # the per-GPU measure alone prefers the empty GPU
+    g = gpus[0]
+    lost_used = capacity(model, g.used, g.counts, SMALL_HEAVY) - capacity(
+        model, g.used | slot_mask(0, p.size), {**g.counts, p.name: 1}, SMALL_HEAVY
+    )
+    lost_empty = capacity(model, 0, {}, SMALL_HEAVY) - capacity(
+        model, slot_mask(6, p.size), {p.name: 1}, SMALL_HEAVY
+    )
+    assert lost_empty < lost_used
+    chosen = place_mig("1g.10gb", gpus, SMALL_HEAVY)
+    assert chosen is not None and (chosen.gpu, chosen.start) == (0, 0)
+    assert chosen.reason == "1g.10gb at slice 0 of GPU 0: kept 2g.20gb possible on GPU 0"
+
+
+def test_fleet_weights_are_demand_over_the_places_left() -> None:
+    model = resolve_model("H100-80GB")
+    gpus = [MigGpu(i, f"GPU {i}", model, 0, {}) for i in range(4)]
+    gpus[0] = hold(gpus[0], "4g.40gb", 0)
+    w = fleet_weights(gpus, SMALL_HEAVY)
+    assert w[(7, 8)] == pytest.approx(0.05 / 3)  # three untouched GPUs
+    assert w[(4, 4)] == pytest.approx(0.05 / 3)
+    assert w[(1, 1)] == pytest.approx(0.55 / (3 * 7 + 3))
+    # a shape with no place left anywhere counts its demand once, not infinitely
+    full = [hold(MigGpu(0, "GPU 0", model, 0, {}), "7g.80gb", 0)]
+    assert fleet_weights(full, SMALL_HEAVY)[(7, 8)] == pytest.approx(0.05)
