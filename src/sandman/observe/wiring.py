@@ -7,7 +7,8 @@ two timers; everything else is here, so the composition root stays a root.
 from __future__ import annotations
 
 import socket
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sandman.observe.collector import GpuSampler, MetricsCollector
@@ -18,7 +19,8 @@ from sandman.observe.simulated import simulated_samples
 
 if TYPE_CHECKING:
     from sandman.config import Settings
-    from sandman.gpu.types import GpuInventory
+    from sandman.gpu.types import GpuDevice, GpuInventory
+    from sandman.observe.samples import GpuSample
     from sandman.runtime.base import SessionRuntime
     from sandman.services.creation import CreationPool
     from sandman.services.reconciler import Reconciler
@@ -32,10 +34,20 @@ def gpu_sampler(inventory: GpuInventory) -> tuple[GpuSampler, object | None]:
     """The sampler for this inventory, and what must be closed with it (NVML)."""
     if inventory.simulated:
         return simulated_samples, None
+    if inventory.backend == "kubernetes":
+        # The devices are the nodes' (the kubelet picks them); their metrics come from the
+        # cluster's dcgm-exporter through Prometheus, not from Sandman's process.
+        return no_samples, None
     from sandman.observe.nvml import NvmlSampler
 
     sampler = NvmlSampler()
     return sampler, sampler
+
+
+def no_samples(
+    devices: Sequence[GpuDevice], activity: Mapping[str, float], at: datetime
+) -> list[GpuSample]:
+    return []
 
 
 class Metrics:

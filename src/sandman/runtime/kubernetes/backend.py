@@ -306,8 +306,14 @@ class KubernetesRuntime:
             )
 
         def run() -> ExecResult:
+            from kubernetes import client
+
+            # ``stream`` swaps the request method of the client it is given while it
+            # runs; on the shared client that would turn other threads' calls into
+            # WebSocket handshakes. A client of its own per command keeps them apart.
+            own = client.CoreV1Api(client.ApiClient(self.api_client.configuration))
             resp = stream(
-                self.core.connect_get_namespaced_pod_exec,
+                own.connect_get_namespaced_pod_exec,
                 name_or_id,
                 self.namespace,
                 command=list(argv),

@@ -1,0 +1,180 @@
+"""Sandman on the Kubernetes runtime, against the real cluster: sessions are pods with
+their MIG resource, workspaces are claims that outlive them, the gateway lands in the
+pod, and capacity is the nodes' advertised resources."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.integration.conftest import Harness
+from tests.integration.conftest import test_settings as sandman_settings
+from tests.integration.kubernetes.cluster import LocalCluster
+from tests.integration.support import TOKEN, ssh, write_key
+
+from sandman.api.app import create_app
+from sandman.core import Sandman
+from sandman.runtime.kubernetes.manifests import make_local_pv, make_local_storage_class
+
+STORAGE_CLASS = "sandman-test-local"
+VOLUMES = 12
+
+
+@pytest.fixture(scope="module")
+def kube(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    """One Sandman on the cluster, with its own namespace and local volumes."""
+    root = tmp_path_factory.mktemp("kube-sandman")
+    namespace = f"sandman-test-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(make_local_storage_class(STORAGE_CLASS)))
+    volumes = []
+    for i in range(VOLUMES):
+        path = root / "volumes" / f"v{i}"
+        path.mkdir(parents=True)
+        name = f"{namespace}-v{i}"
+        volumes.append(name)
+        volume = make_local_pv(name, str(path), cluster.node_name, 2**40, STORAGE_CLASS)
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
+    settings = sandman_settings(
+        root / "data",
+        runtime="kubernetes",
+        kube_config=str(cluster.kubeconfig_path),
+        kube_namespace=namespace,
+        kube_storage_class=STORAGE_CLASS,
+        kube_workspace_size="1Gi",
+        kube_pending_timeout=120,
+        start_timeout=120,
+        ssh_mode="gateway",
+        create_wait=120,
+        cpus=0.1,  # seven pods on a 2-core node
+        memory="256m",
+    )
+    core = Sandman(settings, announce=lambda _: None)
+    client = TestClient(create_app(core, run_background=False))
+    client.__enter__()
+    core.runtime.prepare()
+    harness = Harness(core, client, root / "data", {"Authorization": f"Bearer {TOKEN}"})
+    try:
+        yield harness
+    finally:
+        try:
+            core.sessions.end_all("test teardown")
+        finally:
+            client.__exit__(None, None, None)
+            core.stop()
+            cluster.kubectl("delete", "namespace", namespace, "--wait=true", check=False,
+                            timeout=180)  # fmt: skip
+            cluster.kubectl("delete", "pv", *volumes, "--wait=false", check=False)
+
+
+def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def gone(cluster: LocalCluster, kind: str, name: str, namespace: str) -> bool:
+    proc = cluster.kubectl("get", kind, name, "-n", namespace, check=False)
+    return proc.returncode != 0 and "NotFound" in proc.stderr
+
+
+def test_a_session_is_a_pod_and_its_workspace_outlives_it(
+    kube: Harness, cluster: LocalCluster, tmp_path: Path
+) -> None:
+    namespace = kube.core.settings.kube_namespace
+    created = kube.create("kim", mig_profile="1g.5gb")
+    assert created.status_code == 201, created.text
+    session = created.json()
+    (pod,) = [
+        p
+        for p in pods(cluster, namespace)
+        if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
+    ]
+    assert pod["spec"]["nodeName"] == cluster.node_name
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/mig-1g.5gb"] == "1"
+    claim = json.loads(
+        cluster.kubectl(
+            "get", "pvc", "-n", namespace, "-l", "sandman.user_id=kim", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [c["status"]["phase"] for c in claim] == ["Bound"]
+
+    key = write_key(tmp_path, session["ssh_private_key"])
+    who = ssh(session, key, "id -u; hostname; echo kept > /workspace/note")
+    assert who.returncode == 0, who.stderr
+    uid = who.stdout.split()[0]
+    with kube.core.db.read() as db:
+        from sandman.store.models import User
+
+        assert uid == str(db.get_one(User, "kim").uid)
+
+    deleted = kube.client.delete(f"/api/v1/sessions/{session['session_id']}", headers=kube.headers)
+    assert deleted.status_code in (200, 204), deleted.text
+    assert gone(cluster, "pod", pod["metadata"]["name"], namespace)
+    secrets = json.loads(
+        cluster.kubectl(
+            "get",
+            "secrets",
+            "-n",
+            namespace,
+            "-l",
+            f"sandman.session_id={session['session_id']}",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    assert secrets == []
+    kept = json.loads(
+        cluster.kubectl(
+            "get", "pvc", "-n", namespace, "-l", "sandman.user_id=kim", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [c["metadata"]["name"] for c in kept] == [c["metadata"]["name"] for c in claim]
+
+    again = kube.create("kim", mig_profile="1g.5gb")
+    assert again.status_code == 201, again.text
+    second = again.json()
+    key2 = write_key(tmp_path, second["ssh_private_key"], "id2")
+    read = ssh(second, key2, "cat /workspace/note")
+    assert read.returncode == 0 and read.stdout.strip() == "kept", read.stderr
+    kube.client.delete(f"/api/v1/sessions/{second['session_id']}", headers=kube.headers)
+
+
+def test_a_profile_no_node_advertises_is_refused_as_on_docker(kube: Harness) -> None:
+    refused = kube.create("lee", mig_profile="3g.20gb")
+    assert refused.status_code == 400, refused.text
+    assert "3g.20gb" in refused.json()["error"]
+
+
+def test_thirty_concurrent_creates_against_seven_slices_start_exactly_seven_pods(
+    kube: Harness, cluster: LocalCluster
+) -> None:
+    namespace = kube.core.settings.kube_namespace
+    users = [f"burst{i:02d}" for i in range(30)]
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(lambda u: kube.create(u, mig_profile="1g.5gb"), users))
+    codes = Counter(a.status_code for a in answers)
+    try:
+        assert codes[201] == 7, codes
+        assert codes[503] == 23, {a.status_code: a.text for a in answers if a.status_code != 201}
+        running = [p for p in pods(cluster, namespace) if p["status"].get("phase") == "Running"]
+        assert len(running) == 7
+        assert all(
+            "capacity" in a.json()["error"] or "1g.5gb" in a.json()["error"]
+            for a in answers
+            if a.status_code == 503
+        )
+    finally:
+        kube.core.sessions.end_all("test")
+    deadline = time.monotonic() + 120
+    while pods(cluster, namespace) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert pods(cluster, namespace) == []
