@@ -76,3 +76,22 @@ def chromium(playwright_api: Any) -> Iterator[Any]:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         yield browser
         browser.close()
+
+
+def wire_sso(found: Any, tmp_path: Path) -> Any:
+    """Start the test OpenID provider for ``found`` (a ``Server`` not yet started) and
+    point its settings at it; the caller stops the provider."""
+    from tests.integration.oidc.conftest import GROUP_MAP, USERS
+    from tests.integration.oidc.harness import CLIENT_ID, CLIENT_SECRET, start_provider
+
+    provider = start_provider(tmp_path, [f"{found.url}/auth/callback"], USERS)
+    group_map = tmp_path / "groups.yaml"
+    group_map.write_text(GROUP_MAP)
+    found.env.update(
+        SANDMAN_PUBLIC_URL=found.url,
+        SANDMAN_OIDC_ISSUER=provider.issuer,
+        SANDMAN_OIDC_CLIENT_ID=CLIENT_ID,
+        SANDMAN_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+        SANDMAN_OIDC_GROUP_MAP=str(group_map),
+    )
+    return provider

@@ -27,10 +27,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.conftest import remove_deployment_containers
-from tests.integration.oidc.conftest import GROUP_MAP, USERS
-from tests.integration.oidc.harness import CLIENT_ID, CLIENT_SECRET, start_provider
 from tests.integration.support import HEADERS, Server, free_port
-from tests.integration.web.conftest import artifacts_dir, log_in
+from tests.integration.web.conftest import artifacts_dir, log_in, wire_sso
 
 from sandman.image.build import image_exists
 from sandman.image.recipes import environment_image
@@ -62,16 +60,7 @@ def apps_portal(
         memory="2g",  # JupyterLab, a kernel and code-server side by side
         cpus="1.5",
     )
-    provider = start_provider(tmp_path, [f"{found.url}/auth/callback"], USERS)
-    group_map = tmp_path / "groups.yaml"
-    group_map.write_text(GROUP_MAP)
-    found.env.update(
-        SANDMAN_PUBLIC_URL=found.url,
-        SANDMAN_OIDC_ISSUER=provider.issuer,
-        SANDMAN_OIDC_CLIENT_ID=CLIENT_ID,
-        SANDMAN_OIDC_CLIENT_SECRET=CLIENT_SECRET,
-        SANDMAN_OIDC_GROUP_MAP=str(group_map),
-    )
+    provider = wire_sso(found, tmp_path)
     try:
         found.start()
         yield found

@@ -18,10 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.oidc.conftest import GROUP_MAP, USERS
-from tests.integration.oidc.harness import CLIENT_ID, CLIENT_SECRET, start_provider
 from tests.integration.support import HEADERS, Server
-from tests.integration.web.conftest import CHROMIUM, ROOT, SETUP_STAMP, artifacts_dir, log_in
+from tests.integration.web.conftest import (
+    CHROMIUM,
+    ROOT,
+    SETUP_STAMP,
+    artifacts_dir,
+    log_in,
+    wire_sso,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +37,7 @@ STARTED = 180_000  # ms for a real container to come up
 @pytest.fixture
 def portal(server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, Any]]:
     found = server(gpu_topology="a100-40gb-7x1g", default_mig_profile="1g.5gb")
-    provider = start_provider(tmp_path, [f"{found.url}/auth/callback"], USERS)
-    group_map = tmp_path / "groups.yaml"
-    group_map.write_text(GROUP_MAP)
-    found.env.update(
-        SANDMAN_PUBLIC_URL=found.url,
-        SANDMAN_OIDC_ISSUER=provider.issuer,
-        SANDMAN_OIDC_CLIENT_ID=CLIENT_ID,
-        SANDMAN_OIDC_CLIENT_SECRET=CLIENT_SECRET,
-        SANDMAN_OIDC_GROUP_MAP=str(group_map),
-    )
+    provider = wire_sso(found, tmp_path)
     try:
         found.start()
         yield found, provider
