@@ -62,6 +62,7 @@ class _Sessions(Protocol):
 
 
 class _Inventory(Protocol):
+    backend: str
     simulated: bool
 
     def devices(self) -> list[GpuDevice]: ...
@@ -71,8 +72,15 @@ class _Stats(Protocol):
     def stats(self, name_or_id: str) -> ContainerStats | None: ...
 
 
-def holders_of(rows: Sequence[SessionRow], devices: Sequence[GpuDevice]) -> list[SessionInfo]:
-    """Active sessions with their devices named as GPU series name them (pure)."""
+def holders_of(
+    rows: Sequence[SessionRow], devices: Sequence[GpuDevice], cluster_places: bool = False
+) -> list[SessionInfo]:
+    """Active sessions with their devices named as GPU series name them (pure).
+
+    With ``cluster_places`` (Kubernetes) the devices are the inventory's stand-ins
+    for units a node advertises, not the GPU and instance the kubelet picked: the
+    physical GPU and its instance id stay empty (unknown) rather than joining the
+    session to a device it may not hold."""
     where: dict[str, HeldDevice] = {}
     for device in devices:
         where[device.uuid] = HeldDevice(device.uuid, device.uuid)
@@ -85,6 +93,8 @@ def holders_of(rows: Sequence[SessionRow], devices: Sequence[GpuDevice]) -> list
         held = []
         for uuid in filter(None, (row.gpu_uuid or "").split(",")):
             known = where.get(uuid)
+            if cluster_places:
+                known = HeldDevice(uuid, "", None, row.mig_profile)
             held.append(
                 known or HeldDevice(uuid, row.gpu_parent_uuid or uuid, None, row.mig_profile)
             )
@@ -180,7 +190,7 @@ class MetricsCollector:
         now = self.clock()
         rows = self.sessions.list_sessions("active")
         devices = self.inventory.devices()
-        holders = holders_of(rows, devices)
+        holders = holders_of(rows, devices, self.inventory.backend == "kubernetes")
         cpu = self._cpu([row for row in rows if row.status == "running"])
         activity = simulated_activity(holders, cpu) if self.inventory.simulated else {}
         gpus = self.sampler(devices, activity, now)

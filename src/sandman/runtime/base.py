@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 MANAGED_LABEL = "sandman.managed"
@@ -129,6 +130,11 @@ class ContainerState:
     exit_code: int | None = None
     ip_address: str | None = None
     endpoint: Endpoint | None = None  # where sshd answers, once known
+    # Where the runtime, not Sandman, placed it (a Kubernetes node), once known.
+    node: str | None = None
+    # When its process ended, where the runtime says (a pod's container); None if
+    # it runs, or the runtime does not tell (Docker).
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -254,4 +260,20 @@ class Snapshotting(Protocol):
 
     def remove_snapshot(self, image: str) -> bool:
         """Remove a local image (never by force); False when it is gone or in use."""
+        ...
+
+
+@runtime_checkable
+class Explaining(Protocol):
+    """What a runtime offers to say why a session's container stopped, in its own
+    words (``services.reconciler``).
+
+    Optional: Docker has no such record and Sandman keeps its own reason (the
+    container's status and exit code); Kubernetes keeps a pod's events
+    (``OutOfnvidia.com/mig-1g.5gb``, an image that cannot be pulled, an eviction).
+    """
+
+    def last_event(self, name_or_id: str) -> str | None:
+        """The container's last event as ``Reason: message``; None when it is gone
+        (a deleted pod's events may be another pod's of that name) or has none."""
         ...

@@ -46,6 +46,7 @@ class Teardown:
     row: SessionRow
     final: SessionStatus
     created_instances: list[tuple[str, str]] = field(default_factory=list)
+    terminated_at: datetime | None = None  # when the runtime says the container ended
 
 
 class SessionEnding(SessionReads):
@@ -71,6 +72,7 @@ class SessionEnding(SessionReads):
         reason: str,
         seen_version: int | None = None,
         wait: bool = False,
+        terminated_at: datetime | None = None,
     ) -> SessionRow:
         """End a session and give back what it holds; ending an ended session is a no-op.
 
@@ -80,6 +82,9 @@ class SessionEnding(SessionReads):
         ends a session (``_claim``), so a teardown of ours that failed half-way can be
         resumed without racing one still running. With ``wait``, a caller that lost
         the race waits (bounded) for the winner's teardown to finish.
+        ``terminated_at``: when the runtime says the container already ended (a pod
+        that failed or was evicted); the grant's end in the cost ledger is then no
+        later than that. A teardown resumed after a failure charges up to its end.
         """
         if not self._claim(session_id):  # another thread of this process is ending it
             return self._wait_ended(session_id) if wait else self.get(session_id)
@@ -108,6 +113,8 @@ class SessionEnding(SessionReads):
                         row.status == SessionStatus.STOPPING and row.worker_id == self.worker_id
                     )
                     teardown = self._claimed(db, session_id) if owned or unfinished else None
+                    if teardown is not None:
+                        teardown.terminated_at = terminated_at
             if cancelled:
                 log.info("queued request %s of %s cancelled: %s", row.id, row.user_id, reason)
                 self._run_hooks(self.end_hooks, row.user_id, row.id, reason)
@@ -278,8 +285,11 @@ class SessionEnding(SessionReads):
             row = db.get_one(SessionRow, row.id)
             db.refresh(row)
             if ended:  # exactly once per session: the grant's end, with the claims' delete
+                until = now
+                if teardown.terminated_at is not None:
+                    until = min(now, teardown.terminated_at)
                 for hook in self.release_hooks:
-                    hook(db, row, now)
+                    hook(db, row, until)
         self.runtime.discard(row.id)
         log.info("session %s of %s ended (%s): %s", row.id, row.user_id, row.status, reason)
         self._run_hooks(self.end_hooks, row.user_id, row.id, reason)

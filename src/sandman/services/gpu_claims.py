@@ -28,10 +28,19 @@ def claims_from_rows(rows: Sequence[GpuClaim]) -> list[Claim]:
     return claims
 
 
+def cluster_placement(node: str | None) -> str:
+    """``placement_reason`` where the cluster (Kubernetes), not Sandman, picks the node
+    and the device: Sandman only counted a unit the nodes advertise."""
+    if node:
+        return f"placed by Kubernetes on node {node}"
+    return "placed by Kubernetes (the node is known once the pod is scheduled)"
+
+
 def session_gpu_fields(
-    allocations: list[Allocation], devices: list[GpuDevice]
+    allocations: list[Allocation], devices: list[GpuDevice], cluster_places: bool = False
 ) -> dict[str, object]:
-    """The session row's GPU columns (the first grant names the GPU)."""
+    """The session row's GPU columns (the first grant names the GPU); with
+    ``cluster_places`` the placement is the cluster's, to be named once it is made."""
     if not allocations:
         return {}
     names = {d.uuid: d.name for d in devices}
@@ -43,7 +52,9 @@ def session_gpu_fields(
         "mig_instance_uuid": first.instance_uuid,
         "gpu_fallback": any(a.fallback for a in allocations),
         "gpu_share": first.share,
-        "placement_reason": "; ".join(a.reason for a in allocations if a.reason) or None,
+        "placement_reason": cluster_placement(None)
+        if cluster_places
+        else "; ".join(a.reason for a in allocations if a.reason) or None,
     }
 
 

@@ -12,6 +12,12 @@ period (as JupyterHub's route check skips pending servers), inspects a
 container once more before calling its session lost, and ends it only if the
 row is unchanged since it was read (a compare-and-set on its version). With
 several processes on one database, one reconciles at a time (a lease).
+
+A lost session's reason is the container's state, plus the runtime's last event
+where it keeps one (a pod's ``OutOfnvidia.com/mig-1g.5gb``, an image pull error,
+an eviction); a pod already deleted has none left to read. Where the runtime says
+when the container ended (a pod), the cost ledger charges up to then, not up to
+the pass that noticed.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from sqlalchemy import delete, select
 from sandman.domain import SessionStatus
 from sandman.errors import SandmanError
 from sandman.gpu.types import GpuDevice, MigMode
-from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerState
+from sandman.runtime.base import DEPLOYMENT_LABEL, SESSION_LABEL, ContainerState, Explaining
 from sandman.services.sessions import SessionService
 from sandman.store.models import GpuClaim, Worker
 from sandman.store.models import Session as SessionRow
@@ -68,6 +74,11 @@ def container_verdict(session: SessionRow, container: ContainerState | None) -> 
     if not container.running:
         return f"the session's container is {container.status} (exit code {container.exit_code})"
     return None
+
+
+def with_last_event(verdict: str, event: str | None) -> str:
+    """The verdict with the runtime's last word on the container, when it has one."""
+    return f"{verdict}; last event: {event}" if event else verdict
 
 
 def orphan_instances(devices: list[GpuDevice], claims: list[GpuClaim]) -> list[tuple[str, str]]:
@@ -204,7 +215,14 @@ class Reconciler:
                 verdict = container_verdict(row, fresh)
                 if verdict is None:
                     continue
-                ended = service.end(row.id, SessionStatus.LOST, verdict, seen_version=row.version)
+                verdict = with_last_event(verdict, self._last_event(row, fresh))
+                ended = service.end(
+                    row.id,
+                    SessionStatus.LOST,
+                    verdict,
+                    seen_version=row.version,
+                    terminated_at=fresh.finished_at if fresh is not None else None,
+                )
                 if ended.status == SessionStatus.LOST and ended.end_reason == verdict:
                     report.ended_sessions.append(row.id)
             except SandmanError as exc:
@@ -219,6 +237,20 @@ class Reconciler:
                 report.removed_containers.append(container.name)
             except SandmanError as exc:
                 report.errors.append(f"container {container.name}: {exc.message}")
+
+    def _last_event(self, row: SessionRow, container: ContainerState | None) -> str | None:
+        """The runtime's own words for a dead container of this session (a pod's last
+        event), where the runtime keeps them; never for a container that is gone."""
+        runtime = self.sessions.runtime
+        if container is None or container.labels.get(SESSION_LABEL) != row.id:
+            return None
+        if not isinstance(runtime, Explaining):
+            return None
+        try:
+            return runtime.last_event(container.id)
+        except SandmanError as exc:  # the reason is a courtesy: the session ends all the same
+            log.info("no last event for session %s: %s", row.id, exc.message)
+            return None
 
     def _gpu_drift(self, report: ReconcileReport) -> None:
         service = self.sessions

@@ -1,9 +1,10 @@
 """Seed 003's GPU fleet API over Sandman's parts: the overview, devices by node, MIG
 instances by seed profile names, and allocations as sessions.
 
-Seed 003 runs on Kubernetes; on Docker the machine is one node, named after the
-host. A device's seed id is ``<node>-GPU-<index, two digits>`` (``worker-01-GPU-00``,
-as the seed's metrics label ``device_id``); its GPU UUID is accepted too.
+Seed 003 runs on Kubernetes: there a device's node is the cluster node that
+advertises it; on Docker the machine is one node, named after the host. A device's
+seed id is ``<node>-GPU-<index, two digits>`` (``worker-01-GPU-00``, as the seed's
+metrics label ``device_id``); its GPU UUID is accepted too.
 
 Nothing here asks the GPUs at request time: utilisation comes from the metrics
 collector's latest pass, the rest from the inventory and the claims.
@@ -19,6 +20,7 @@ from typing import Any
 
 from sandman.errors import NotFound
 from sandman.gpu.catalogue import MIB_PER_GIB, find_model
+from sandman.gpu.inventory.kubernetes import node_of as kubernetes_node_of
 from sandman.gpu.seed_names import catalogue_profile, seed_model_name, seed_profile_name
 from sandman.gpu.types import GpuDevice, GpuInventory, MigInstance, MigMode
 from sandman.observe.samples import GpuSample, MetricsSnapshot
@@ -150,21 +152,33 @@ class SeedGpu:
         held = sum(1 for row in active if row.gpu_uuid)
         return overview(self.inventory.devices(), held, self.latest())
 
+    def node_of(self, device: GpuDevice) -> str:
+        """The device's node: on Kubernetes the cluster node advertising it, else this
+        machine."""
+        if self.inventory.backend == "kubernetes":
+            return kubernetes_node_of(device.name)
+        return self.node
+
     def devices(self, node: str | None) -> list[dict[str, Any]]:
-        """The node's devices; another node's name has none (this machine is one node)."""
-        if node is not None and node != self.node:
-            return []
+        """The devices of ``node`` (all without one); on Docker this machine is the one
+        node, so another name has none."""
         owners = {
             k: v for k, v in self.sessions.claimed_by().items() if v and not v.startswith("admin:")
         }
         snapshot = self.latest()
-        return [device_out(self.node, d, owners, snapshot) for d in self.inventory.devices()]
+        found = ((self.node_of(d), d) for d in self.inventory.devices())
+        return [
+            device_out(where, d, owners, snapshot)
+            for where, d in found
+            if node is None or node == where
+        ]
 
     def device(self, wanted: str) -> GpuDevice:
         for device in self.inventory.devices():
-            if wanted in (device.uuid, device_id(self.node, device)):
+            if wanted in (device.uuid, device_id(self.node_of(device), device)):
                 return device
-        raise NotFound(f"no GPU device {wanted!r} on node {self.node}")
+        where = "" if self.inventory.backend == "kubernetes" else f" on node {self.node}"
+        raise NotFound(f"no GPU device {wanted!r}{where}")
 
     def grant(self, gpu_uuid: str | None, profile: str | None) -> dict[str, Any]:
         """Where a session's GPU share is, in the seed's words: its device's id and its
@@ -174,7 +188,7 @@ class SeedGpu:
             return {"deviceId": None, "migProfile": profile}
         model = find_model(device.model)
         seed = seed_profile_name(model, profile) if model and profile else profile
-        return {"deviceId": device_id(self.node, device), "migProfile": seed}
+        return {"deviceId": device_id(self.node_of(device), device), "migProfile": seed}
 
     def create_mig(self, wanted: str, names: Sequence[str]) -> dict[str, Any]:
         """Create MIG instances named the seed's way (``H100_2G20GB``) or the
@@ -187,7 +201,7 @@ class SeedGpu:
         created = self.gpus.create_instances(device.uuid, profiles)
         owners: dict[str, str] = {}
         return {
-            "deviceId": device_id(self.node, device),
+            "deviceId": device_id(self.node_of(device), device),
             "gpuUuid": device.uuid,
             "created": [_instance_out(device, i, owners) for i in created],
         }

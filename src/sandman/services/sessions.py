@@ -55,7 +55,12 @@ from sandman.runtime.base import (
 )
 from sandman.services.container_spec import SessionContainer, session_launch
 from sandman.services.ending import ENDABLE, SessionEnding, SessionHook
-from sandman.services.gpu_claims import claim_rows, claims_from_rows, session_gpu_fields
+from sandman.services.gpu_claims import (
+    claim_rows,
+    claims_from_rows,
+    cluster_placement,
+    session_gpu_fields,
+)
 from sandman.services.host_keys import HostKeys
 from sandman.services.keys import generate_key_pair, normalize_public_keys
 from sandman.services.ports import choose_port
@@ -204,6 +209,11 @@ class SessionService(SessionEnding):
         self._busy: set[str] = set()
         self._ending: set[str] = set()
         self._busy_lock = threading.Lock()
+
+    @property
+    def cluster_places(self) -> bool:
+        """Whether the cluster, not Sandman, picks each session's node and device."""
+        return self.inventory.backend == "kubernetes"
 
     # ---------------------------------------------------------------- create
     def create(self, request: SessionRequest) -> CreatedSession:
@@ -358,7 +368,10 @@ class SessionService(SessionEnding):
                         db.flush()
                         return row, [], private_key
                     row.ssh_port = grant.port
-                    for name, value in session_gpu_fields(grant.allocations, grant.devices).items():
+                    fields = session_gpu_fields(
+                        grant.allocations, grant.devices, self.cluster_places
+                    )
+                    for name, value in fields.items():
                         setattr(row, name, value)
                     db.add(row)
                     db.flush()
@@ -461,7 +474,7 @@ class SessionService(SessionEnding):
                         return f"can no longer be served here: {exc.message}"
                     now = self.clock()
                     values: dict[str, Any] = {
-                        **session_gpu_fields(grant.allocations, grant.devices),
+                        **session_gpu_fields(grant.allocations, grant.devices, self.cluster_places),
                         "expires_at": now + timedelta(minutes=row.ttl_minutes),
                         "worker_id": self.worker_id,
                         "ssh_port": grant.port,
@@ -544,11 +557,15 @@ class SessionService(SessionEnding):
         if state.endpoint is None:
             raise RuntimeFailure("the runtime reported no address for the session's sshd")
         endpoint: Endpoint = state.endpoint
+        placed: dict[str, Any] = {}
+        if self.cluster_places and allocations and state.node:
+            placed["placement_reason"] = cluster_placement(state.node)
         with self.db.transaction() as db:
             if not transition(
                 db,
                 row.id,
                 [SessionStatus.STARTING],
+                **placed,
                 container_id=state.id,
                 container_ip=state.ip_address,
                 endpoint_host=endpoint.host,

@@ -77,7 +77,11 @@ def gpu_overview(service: Fleet) -> dict[str, Any]:
 def gpu_devices(
     service: Fleet,
     nodeName: Annotated[
-        str | None, Query(max_length=253, description="Only this node's (this host's name)")
+        str | None,
+        Query(
+            max_length=253,
+            description="Only this node's (a cluster node on Kubernetes; else this host's name)",
+        ),
     ] = None,
 ) -> list[dict[str, Any]]:
     """GPU devices with their MIG instances and who holds them."""

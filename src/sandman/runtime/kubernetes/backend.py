@@ -14,6 +14,9 @@ the contract's types and domain errors:
   the devices it held are free before Sandman releases its claims.
 - ``exec`` runs as the pod's own user: a container's processes cannot change
   user on Kubernetes without privileges the session pods do not get.
+- ``last_event`` (``Explaining``) gives the reconciler the pod's own words when it
+  ends a session as lost; the state carries the node the scheduler picked and when
+  the pod's container ended.
 
 Every call is synchronous; the services run them in worker threads.
 """
@@ -24,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sandman.errors import Conflict, RuntimeFailure, RuntimeUnavailable
@@ -204,8 +208,20 @@ class KubernetesRuntime:
             events[-1] if events else (raw.get("status") or {}).get("reason") or "no reason given"
         )
 
-    def events(self, name: str) -> list[str]:
-        """The pod's events, oldest first, as ``Reason: message``."""
+    def last_event(self, name_or_id: str) -> str | None:
+        """``Explaining``: the last event of the pod as it exists now (events are
+        matched on its uid: a pod of the same name before it left events too); None
+        when the pod is gone or has none."""
+        raw = self._read_pod(name_or_id)
+        if raw is None:
+            return None
+        uid = (raw.get("metadata") or {}).get("uid")
+        events = self.events(name_or_id, uid=str(uid) if uid else None)
+        return events[-1] if events else None
+
+    def events(self, name: str, uid: str | None = None) -> list[str]:
+        """The pod's events, oldest first, as ``Reason: message`` (only those of the
+        pod with ``uid``, when given)."""
         try:
             listed = self._call(
                 f"reading the events of {name}",
@@ -216,7 +232,7 @@ class KubernetesRuntime:
         except Exception:  # the reason is a courtesy; never fail a cleanup over it
             return []
         items = sorted(
-            listed.items,
+            (e for e in listed.items if uid is None or _involved_uid(e) in (None, uid)),
             key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp or 0,
         )
         return [f"{e.reason}: {e.message}" for e in items if e.reason]
@@ -402,10 +418,14 @@ def state_from_pod(pod: dict[str, Any]) -> ContainerState:
         and all("running" in (s.get("state") or {}) for s in statuses)
     )
     exit_code = None
+    finished: datetime | None = None
     for s in statuses:
         terminated = (s.get("state") or {}).get("terminated")
         if terminated:
             exit_code = terminated.get("exitCode")
+            at = _timestamp(terminated.get("finishedAt"))
+            if at is not None and (finished is None or at > finished):
+                finished = at
     ip = status.get("podIP")
     word = phase.lower()
     if meta.get("deletionTimestamp"):
@@ -421,7 +441,29 @@ def state_from_pod(pod: dict[str, Any]) -> ContainerState:
         exit_code=exit_code,
         ip_address=ip,
         endpoint=Endpoint(ip, SSHD_PORT) if ip else None,
+        node=(pod.get("spec") or {}).get("nodeName") or None,
+        finished_at=finished,
     )
+
+
+def _timestamp(value: object) -> datetime | None:
+    """An API timestamp (``2026-12-03T07:00:00Z``, or a datetime) as an aware datetime."""
+    if isinstance(value, datetime):
+        found = value
+    elif isinstance(value, str) and value:
+        try:
+            found = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
+def _involved_uid(event: Any) -> str | None:
+    involved = getattr(event, "involved_object", None)
+    uid = getattr(involved, "uid", None)
+    return str(uid) if uid else None
 
 
 _WAITING_ERRORS = {
