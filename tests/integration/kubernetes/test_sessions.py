@@ -6,25 +6,22 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from tests.integration.conftest import Harness
 from tests.integration.conftest import test_settings as sandman_settings
 from tests.integration.kubernetes.cluster import LocalCluster
+from tests.integration.kubernetes.support import STORAGE_CLASS, pods, session_namespace
 from tests.integration.support import TOKEN, ssh, write_key
 
 from sandman.api.app import create_app
 from sandman.core import Sandman
-from sandman.runtime.kubernetes.manifests import make_local_pv, make_local_storage_class
 
-STORAGE_CLASS = "sandman-test-local"
 VOLUMES = 12
 
 
@@ -32,52 +29,34 @@ VOLUMES = 12
 def kube(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     """One Sandman on the cluster, with its own namespace and local volumes."""
     root = tmp_path_factory.mktemp("kube-sandman")
-    namespace = f"sandman-test-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(make_local_storage_class(STORAGE_CLASS)))
-    volumes = []
-    for i in range(VOLUMES):
-        path = root / "volumes" / f"v{i}"
-        path.mkdir(parents=True)
-        name = f"{namespace}-v{i}"
-        volumes.append(name)
-        volume = make_local_pv(name, str(path), cluster.node_name, 2**40, STORAGE_CLASS)
-        cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
-    settings = sandman_settings(
-        root / "data",
-        runtime="kubernetes",
-        kube_config=str(cluster.kubeconfig_path),
-        kube_namespace=namespace,
-        kube_storage_class=STORAGE_CLASS,
-        kube_workspace_size="1Gi",
-        kube_pending_timeout=120,
-        start_timeout=120,
-        ssh_mode="gateway",
-        create_wait=120,
-        cpus=0.1,  # seven pods on a 2-core node
-        memory="256m",
-    )
-    core = Sandman(settings, announce=lambda _: None)
-    client = TestClient(create_app(core, run_background=False))
-    client.__enter__()
-    core.runtime.prepare()
-    harness = Harness(core, client, root / "data", {"Authorization": f"Bearer {TOKEN}"})
-    try:
-        yield harness
-    finally:
+    with session_namespace(cluster, root, VOLUMES) as place:
+        settings = sandman_settings(
+            root / "data",
+            runtime="kubernetes",
+            kube_config=str(cluster.kubeconfig_path),
+            kube_namespace=place.namespace,
+            kube_storage_class=STORAGE_CLASS,
+            kube_workspace_size="1Gi",
+            kube_pending_timeout=120,
+            start_timeout=120,
+            ssh_mode="gateway",
+            create_wait=120,
+            cpus=0.1,  # seven pods on a 2-core node
+            memory="256m",
+        )
+        core = Sandman(settings, announce=lambda _: None)
+        client = TestClient(create_app(core, run_background=False))
+        client.__enter__()
+        core.runtime.prepare()
+        harness = Harness(core, client, root / "data", {"Authorization": f"Bearer {TOKEN}"})
         try:
-            core.sessions.end_all("test teardown")
+            yield harness
         finally:
-            client.__exit__(None, None, None)
-            core.stop()
-            cluster.kubectl("delete", "namespace", namespace, "--wait=true", check=False,
-                            timeout=180)  # fmt: skip
-            cluster.kubectl("delete", "pv", *volumes, "--wait=false", check=False)
-
-
-def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
-    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
-    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+            try:
+                core.sessions.end_all("test teardown")
+            finally:
+                client.__exit__(None, None, None)
+                core.stop()
 
 
 def gone(cluster: LocalCluster, kind: str, name: str, namespace: str) -> bool:
@@ -98,6 +77,8 @@ def test_a_session_is_a_pod_and_its_workspace_outlives_it(
         if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
     ]
     assert pod["spec"]["nodeName"] == cluster.node_name
+    shown = kube.client.get(f"/api/v1/sessions/{session['session_id']}", headers=kube.headers)
+    assert shown.json()["placement_reason"] == f"placed by Kubernetes on node {cluster.node_name}"
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/mig-1g.5gb"] == "1"
     claim = json.loads(

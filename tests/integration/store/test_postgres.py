@@ -6,12 +6,6 @@ processes; the schema's constraints must keep their reservations apart.
 
 from __future__ import annotations
 
-import glob
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select, text
 from tests.fakes.runtime import FakeRuntime
+from tests.integration.postgres import running_postgres
 
 from sandman.config import Settings
 from sandman.domain import SessionStatus
@@ -38,39 +33,10 @@ from sandman.store.database import Database
 from sandman.store.models import GpuClaim, PortClaim
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    assert binaries, "PostgreSQL is missing: run `make test` (scripts/setup.sh installs it)"
-    bin_dir = Path(binaries[-1])
-    postgres = pwd.getpwnam("postgres")
-    root = Path(tempfile.mkdtemp(prefix="sandman-pg-"))
-    shutil.chown(root, postgres.pw_uid, postgres.pw_gid)
-    port = _free_port()
-
-    def as_postgres(*argv: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True,
-            timeout=120,
-        )  # fmt: skip
-
-    as_postgres(str(bin_dir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "sandman")
-    as_postgres(
-        str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w",
-        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "start",
-    )  # fmt: skip
-    try:
-        yield f"postgresql+psycopg://sandman@127.0.0.1:{port}/postgres"
-    finally:
-        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+    with running_postgres() as url:
+        yield url
 
 
 def _service(
@@ -233,3 +199,36 @@ def test_two_processes_never_pass_one_quota_together(postgres_url: str, tmp_path
     assert "team quota-race: uses" in refusal and "of 2 slices" in refusal
     for service in services:
         service.db.dispose()
+
+
+def test_two_processes_creating_new_users_give_each_its_own_uid(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An admin's first session for a user Sandman does not know makes the user; two
+    replicas doing it at the same moment must not both hand out the next uid."""
+    from sandman.accounts.policy import Caller, Role
+    from sandman.accounts.service import Accounts
+
+    admin = Caller(None, Role.ADMIN, via="bootstrap")
+    accounts = [
+        Accounts(s.db, s, timedelta(hours=1))
+        for s in (_service(postgres_url, tmp_path, f"u{i}") for i in range(2))
+    ]
+    users = [f"newcomer{i:02d}" for i in range(24)]
+    barrier = threading.Barrier(8)
+
+    def prepare(i: int) -> str:
+        if i < 8:
+            barrier.wait(timeout=30)
+        accounts[i % 2].prepare_session(admin, users[i], None, None)
+        return users[i]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = list(pool.map(prepare, range(len(users))))
+    assert made == users
+    with accounts[0].db.transaction() as db:
+        rows = db.execute(
+            text("SELECT user_id, uid FROM users WHERE user_id LIKE 'newcomer%'")
+        ).all()
+    assert len(rows) == len(users)
+    assert len({uid for _, uid in rows}) == len(users)

@@ -1,0 +1,90 @@
+"""What the Kubernetes session tests share: a namespace of their own with local
+volumes for the workspace claims, and reading the pods Sandman made there."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.integration.kubernetes.cluster import LocalCluster
+
+from sandman.runtime.kubernetes.manifests import make_local_pv, make_local_storage_class
+
+STORAGE_CLASS = "sandman-test-local"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A namespace for one module's sessions, and the volumes its claims bind to."""
+
+    namespace: str
+    volumes: tuple[str, ...]
+
+    def env(self, cluster: LocalCluster) -> dict[str, str]:
+        """``sandman serve``'s settings for sessions here (a few tenths of a core and
+        256 MiB each, so seven pods fit the 2-core node)."""
+        return {
+            "SANDMAN_RUNTIME": "kubernetes",
+            "SANDMAN_KUBE_CONFIG": str(cluster.kubeconfig_path),
+            "SANDMAN_KUBE_NAMESPACE": self.namespace,
+            "SANDMAN_KUBE_STORAGE_CLASS": STORAGE_CLASS,
+            "SANDMAN_KUBE_WORKSPACE_SIZE": "1Gi",
+            "SANDMAN_KUBE_PENDING_TIMEOUT": "120",
+            "SANDMAN_START_TIMEOUT": "120",
+            "SANDMAN_CREATE_WAIT": "120",
+            "SANDMAN_SSH_MODE": "gateway",
+            "SANDMAN_CPUS": "0.1",
+            "SANDMAN_MEMORY": "256m",
+        }
+
+
+@contextmanager
+def session_namespace(cluster: LocalCluster, root: Path, volumes: int) -> Iterator[Place]:
+    """A fresh namespace and ``volumes`` local PersistentVolumes under ``root``;
+    both are deleted afterwards (the volumes' directories stay under ``root``)."""
+    namespace = f"sandman-test-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(make_local_storage_class(STORAGE_CLASS)))
+    names = []
+    try:
+        for i in range(volumes):
+            path = root / "volumes" / f"v{i}"
+            path.mkdir(parents=True)
+            name = f"{namespace}-v{i}"
+            names.append(name)
+            volume = make_local_pv(name, str(path), cluster.node_name, 2**40, STORAGE_CLASS)
+            cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
+        yield Place(namespace, tuple(names))
+    finally:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=true", check=False,
+                        timeout=180)  # fmt: skip
+        if names:
+            cluster.kubectl("delete", "pv", *names, "--wait=false", check=False)
+
+
+def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's pods that are not being deleted."""
+    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
+def all_pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's pods, those being deleted too."""
+    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    items: list[dict[str, Any]] = listed["items"]
+    return items
+
+
+def wait_for_no_pods(cluster: LocalCluster, namespace: str, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not all_pods(cluster, namespace):
+            return True
+        time.sleep(1)
+    return False
