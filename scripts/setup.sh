@@ -15,7 +15,8 @@
 #   6. with --for-tests, Kubernetes 1.20 (kube-apiserver, kube-scheduler,
 #      kube-controller-manager, kubelet, kubectl, pause) built offline from Debian's
 #      kubernetes source package by scripts/kube-build.sh, cached outside the
-#      repository by version, with Debian's golang-go and etcd-server.
+#      repository by version, with Debian's golang-go and etcd-server; and
+#      Sandman's own image for Kubernetes (sandman-kubernetes:latest, when stale).
 #
 # Idempotent and quiet when there is nothing to do; exits non-zero with a message
 # on the first failure.
@@ -231,6 +232,10 @@ main() {
         # The Kubernetes tests' control plane and kubelet, from Debian's kubernetes
         # source package (cached by version; a first build takes a while).
         "$ROOT/scripts/kube-build.sh" >/dev/null || die "building Kubernetes failed"
+        # Sandman's own image for the Kubernetes Deployments, rebuilt when the hash of
+        # its sources (its label org.sandman.source) differs.
+        PYTHON="$VENV/bin/python" "$ROOT/deploy/kubernetes/image/build.sh" --if-stale ||
+            die "building sandman-kubernetes:latest failed"
     fi
 }
 

@@ -262,6 +262,15 @@ class Sandman:
             }
         )
         self.workspace_root = settings.effective_workspace_root
+        if settings.runtime == "kubernetes":
+            from sandman.runtime.kubernetes.names import claim_name
+
+            where = f"persistentvolumeclaim/{settings.kube_namespace}/"
+            self.workspace_location: Callable[[str], str] = lambda user_id: (
+                where + claim_name(user_id, settings.container_prefix)
+            )
+        else:
+            self.workspace_location = lambda user_id: str(self.workspace_root / user_id)
         self.gpus = GpuAdmin(self.sessions)
         self.gateway: GatewayServer | None = None
         self.gateway_port = settings.gateway_port

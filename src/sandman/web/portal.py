@@ -381,7 +381,7 @@ def session_detail(core: Sandman, row: SessionRow) -> dict[str, Any]:
     out = session_out(
         row,
         core.settings,
-        str(core.workspace_root / row.user_id),
+        core.workspace_location(row.user_id),
         core.inventory.simulated,
         core.gateway_port,
         core.gateway_host_key,

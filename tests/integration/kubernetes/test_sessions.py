@@ -87,6 +87,9 @@ def test_a_session_is_a_pod_and_its_workspace_outlives_it(
         ).stdout
     )["items"]
     assert [c["status"]["phase"] for c in claim] == ["Bound"]
+    assert shown.json()["metadata"]["workspace"] == (
+        f"persistentvolumeclaim/{namespace}/{claim[0]['metadata']['name']}"
+    )
 
     key = write_key(tmp_path, session["ssh_private_key"])
     who = ssh(session, key, "id -u; hostname; echo kept > /workspace/note")

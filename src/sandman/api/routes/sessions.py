@@ -51,7 +51,7 @@ def _outs(app: Sandman, rows: list[SessionRow]) -> list[dict[str, Any]]:
         session_out(
             row,
             app.settings,
-            str(app.workspace_root / row.user_id),
+            app.workspace_location(row.user_id),
             app.inventory.simulated,
             app.gateway_port,
             app.gateway_host_key,

@@ -53,6 +53,7 @@ class KubernetesOptions:
 
     namespace: str = "sandman-sessions"
     pending_timeout: float = 300.0
+    watch: bool = True  # wait for a pod's changes by a watch (else by reads every watch_step)
     watch_step: float = 0.5
     build: manifests.BuildOptions = field(default_factory=manifests.BuildOptions)
 
@@ -180,8 +181,8 @@ class KubernetesRuntime:
 
     def _wait_running(self, name: str) -> ContainerState:
         started = self._clock()
+        raw = self._read_pod(name)
         while True:
-            raw = self._read_pod(name)
             if raw is None:
                 raise RuntimeFailure(f"pod {name} vanished while starting")
             state = state_from_pod(raw)
@@ -195,7 +196,47 @@ class KubernetesRuntime:
                     f"pod {name} still {phase or 'pending'} after "
                     f"{self.options.pending_timeout:.0f} s: {self._reason(name, raw)}"
                 )
+            remaining = self.options.pending_timeout - (self._clock() - started)
+            raw = self._next_change(name, raw, remaining)
+
+    def _next_change(self, name: str, raw: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """The pod once it next changes (None once it is gone), by a watch from the
+        version ``raw`` was read at; after ``timeout`` seconds without a change, or
+        when the watch cannot be had, the pod as a fresh read finds it."""
+        if not self.options.watch:
             self._sleep(self.options.watch_step)
+            return self._read_pod(name)
+        from kubernetes import watch
+
+        began = self._clock()
+        version = (raw.get("metadata") or {}).get("resourceVersion")
+        seconds = max(1, min(int(timeout) + 1, 60))
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                self.core.list_namespaced_pod,
+                self.namespace,
+                field_selector=f"metadata.name={name}",
+                resource_version=version,
+                timeout_seconds=seconds,
+                _request_timeout=seconds + 10,
+            ):
+                kind = event.get("type")
+                if kind == "DELETED":
+                    return None
+                if kind in ("ADDED", "MODIFIED"):
+                    found: dict[str, Any] = self.api_client.sanitize_for_serialization(
+                        event["object"]
+                    )
+                    return found
+                break  # ERROR (the version is too old, ...): read afresh
+        except Exception as exc:  # a watch is a shortcut; a read is always right
+            log.debug("watching pod %s: %s", name, exc)
+        finally:
+            stream.stop()
+        if self._clock() - began < self.options.watch_step:
+            self._sleep(self.options.watch_step)  # the watch failed at once: do not spin
+        return self._read_pod(name)
 
     def _reason(self, name: str, raw: dict[str, Any]) -> str:
         """The pod's own words: a container's waiting or terminated reason, else its
@@ -270,10 +311,11 @@ class KubernetesRuntime:
             ),
         )
         deadline = self._clock() + grace + 60
+        raw = self._read_pod(name_or_id)
         while self._clock() < deadline:
-            if self._read_pod(name_or_id) is None:
+            if raw is None:
                 return
-            self._sleep(self.options.watch_step)
+            raw = self._next_change(name_or_id, raw, deadline - self._clock())
         raise RuntimeFailure(f"pod {name_or_id} was not gone {grace + 60} s after its deletion")
 
     def discard(self, session_id: str) -> None:
