@@ -380,6 +380,10 @@ class LocalCluster:
             "resolvConf": "/etc/resolv.conf",
             "serializeImagePulls": False,
             "maxPods": 64,
+            # The API request rate of Kubernetes 1.27 and later (1.20's 5/10 makes a
+            # burst of pods wait seconds for their status to reach the API server).
+            "kubeAPIQPS": 50,
+            "kubeAPIBurst": 100,
         }
         (d / "config.json").write_text(json.dumps(kubelet_config))
         self._spawn(
