@@ -162,3 +162,52 @@ def test_thirty_concurrent_creates_against_seven_slices_start_exactly_seven_pods
     while pods(cluster, namespace) and time.monotonic() < deadline:
         time.sleep(1)
     assert pods(cluster, namespace) == []
+
+
+def test_the_reconciler_ends_a_session_whose_pod_failed_and_deletes_a_stray_pod(
+    kube: Harness, cluster: LocalCluster
+) -> None:
+    namespace = kube.core.settings.kube_namespace
+    created = kube.create("ria", mig_profile="1g.5gb")
+    assert created.status_code == 201, created.text
+    session = created.json()
+    (pod,) = [
+        p
+        for p in pods(cluster, namespace)
+        if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
+    ]
+    name = pod["metadata"]["name"]
+    # A pod of this deployment whose session does not exist (left by a crash).
+    labels = {**pod["metadata"]["labels"], "sandman.session_id": "no-such-session"}
+    stray = f"{name}-stray"
+    cluster.kubectl(
+        "run", stray, "-n", namespace, "--image=sandman-workspace:latest", "--restart=Never",
+        "--image-pull-policy=Never", "--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()),
+        "--overrides=" + json.dumps({"spec": {"securityContext": {"runAsUser": 20999}}}),
+        "--", "sleep", "300",
+    )  # fmt: skip
+    # The session's sshd ends: its pod (restartPolicy Never) fails and stays down.
+    cluster.kubectl("exec", "-n", namespace, name, "--", "kill", "1", check=False)
+    deadline = time.monotonic() + 60
+    phase = ""
+    while time.monotonic() < deadline:
+        current = json.loads(
+            cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json").stdout
+        )
+        phase = current["status"].get("phase", "")
+        if phase in ("Failed", "Succeeded"):
+            break
+        time.sleep(0.5)
+    assert phase in ("Failed", "Succeeded"), phase
+
+    report = kube.core.reconciler.run_once()
+    assert session["session_id"] in report.ended_sessions
+    assert stray in report.removed_containers
+    ended = kube.client.get(f"/api/v1/sessions/{session['session_id']}", headers=kube.headers)
+    body = ended.json()
+    assert body["status"] == "lost", body
+    assert phase.lower() in body["end_reason"] and "last event:" in body["end_reason"], body
+    deadline = time.monotonic() + 60
+    while pods(cluster, namespace) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert pods(cluster, namespace) == []
