@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi.testclient import TestClient
+from tests.integration.conftest import Harness
+from tests.integration.conftest import test_settings as sandman_settings
 from tests.integration.kubernetes.cluster import LocalCluster
+from tests.integration.support import TOKEN
 
+from sandman.api.app import create_app
+from sandman.core import Sandman
 from sandman.runtime.kubernetes.manifests import make_local_pv, make_local_storage_class
 
 STORAGE_CLASS = "sandman-test-local"
@@ -66,6 +72,43 @@ def session_namespace(cluster: LocalCluster, root: Path, volumes: int) -> Iterat
                         timeout=180)  # fmt: skip
         if names:
             cluster.kubectl("delete", "pv", *names, "--wait=false", check=False)
+
+
+@contextmanager
+def sandman_on(
+    cluster: LocalCluster, place: Place, data_dir: Path, **overrides: Any
+) -> Iterator[Harness]:
+    """Sandman in this process (the API through a test client, no background loops)
+    with its sessions in ``place``; every session it started is ended afterwards."""
+    settings = sandman_settings(
+        data_dir,
+        **{
+            "runtime": "kubernetes",
+            "kube_config": str(cluster.kubeconfig_path),
+            "kube_namespace": place.namespace,
+            "kube_storage_class": STORAGE_CLASS,
+            "kube_workspace_size": "1Gi",
+            "kube_pending_timeout": 120,
+            "start_timeout": 120,
+            "ssh_mode": "gateway",
+            "create_wait": 120,
+            "cpus": 0.1,  # seven pods on a 2-core node
+            "memory": "256m",
+            **overrides,
+        },
+    )
+    core = Sandman(settings, announce=lambda _: None)
+    client = TestClient(create_app(core, run_background=False))
+    client.__enter__()
+    core.runtime.prepare()
+    try:
+        yield Harness(core, client, data_dir, {"Authorization": f"Bearer {TOKEN}"})
+    finally:
+        try:
+            core.sessions.end_all("test teardown")
+        finally:
+            client.__exit__(None, None, None)
+            core.stop()
 
 
 def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:

@@ -12,15 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from tests.integration.conftest import Harness
-from tests.integration.conftest import test_settings as sandman_settings
 from tests.integration.kubernetes.cluster import LocalCluster
-from tests.integration.kubernetes.support import STORAGE_CLASS, pods, session_namespace
-from tests.integration.support import TOKEN, ssh, write_key
-
-from sandman.api.app import create_app
-from sandman.core import Sandman
+from tests.integration.kubernetes.support import pods, sandman_on, session_namespace
+from tests.integration.support import ssh, write_key
 
 VOLUMES = 12
 
@@ -29,34 +24,11 @@ VOLUMES = 12
 def kube(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     """One Sandman on the cluster, with its own namespace and local volumes."""
     root = tmp_path_factory.mktemp("kube-sandman")
-    with session_namespace(cluster, root, VOLUMES) as place:
-        settings = sandman_settings(
-            root / "data",
-            runtime="kubernetes",
-            kube_config=str(cluster.kubeconfig_path),
-            kube_namespace=place.namespace,
-            kube_storage_class=STORAGE_CLASS,
-            kube_workspace_size="1Gi",
-            kube_pending_timeout=120,
-            start_timeout=120,
-            ssh_mode="gateway",
-            create_wait=120,
-            cpus=0.1,  # seven pods on a 2-core node
-            memory="256m",
-        )
-        core = Sandman(settings, announce=lambda _: None)
-        client = TestClient(create_app(core, run_background=False))
-        client.__enter__()
-        core.runtime.prepare()
-        harness = Harness(core, client, root / "data", {"Authorization": f"Bearer {TOKEN}"})
-        try:
-            yield harness
-        finally:
-            try:
-                core.sessions.end_all("test teardown")
-            finally:
-                client.__exit__(None, None, None)
-                core.stop()
+    with (
+        session_namespace(cluster, root, VOLUMES) as place,
+        sandman_on(cluster, place, root / "data") as harness,
+    ):
+        yield harness
 
 
 def gone(cluster: LocalCluster, kind: str, name: str, namespace: str) -> bool:
