@@ -473,6 +473,13 @@ class Settings(BaseSettings):
         description="The bearer token scrapers off this host send to /metrics; clients on "
         "loopback need none, and without a token other clients get 403.",
     )
+    gpu_metrics_prometheus: str = Field(
+        "",
+        description="Kubernetes: the Prometheus (http[s]://host[:port][/path]) that scrapes "
+        "the cluster's dcgm-exporter; sessions' GPU activity is read from its per-pod series. "
+        "Empty: GPU activity is unknown there, and sessions holding a GPU are never "
+        "reclaimed as idle.",
+    )
     metrics_retention: Duration = Field(
         30 * 86400.0,
         gt=0,
@@ -547,6 +554,16 @@ class Settings(BaseSettings):
                 return json.loads(value)
             except ValueError as exc:
                 raise ValueError(f"not JSON: {exc}") from exc
+        return value
+
+    @field_validator("gpu_metrics_prometheus")
+    @classmethod
+    def _prometheus_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not re.match(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$", value):
+            raise ValueError(
+                f"must be a Prometheus base URL (http[s]://host[:port][/path]), not {value!r}"
+            )
         return value
 
     @field_validator("egress")
@@ -667,6 +684,11 @@ class Settings(BaseSettings):
         if self.apps_url and not re.match(r"^https?://[^/?#]+/?$", self.apps_url):
             raise ConfigurationError(
                 f"apps_url must be an origin (http[s]://host[:port]), not {self.apps_url!r}"
+            )
+        if self.gpu_metrics_prometheus and self.runtime != "kubernetes":
+            raise ConfigurationError(
+                "gpu_metrics_prometheus is read on Kubernetes only (SANDMAN_RUNTIME="
+                "kubernetes); elsewhere Sandman measures the GPUs itself"
             )
         if "*" in self.cors_origins:
             raise ConfigurationError(

@@ -37,6 +37,7 @@ from sandman.observe.samples import (
     HeldDevice,
     MetricsSnapshot,
     SessionActivity,
+    SessionGpuReader,
     SessionInfo,
 )
 from sandman.runtime.base import ContainerStats
@@ -147,6 +148,7 @@ class MetricsCollector:
         runtime: _Stats,
         sampler: GpuSampler,
         stats_workers: int = 64,
+        session_gpu: SessionGpuReader | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -154,6 +156,7 @@ class MetricsCollector:
         self.inventory = inventory
         self.runtime = runtime
         self.sampler = sampler
+        self.session_gpu = session_gpu  # per-session GPU activity (Kubernetes), if any
         self.clock = clock
         self.monotonic = monotonic
         self.listeners: list[Callable[[MetricsSnapshot], object]] = []  # each pass's end
@@ -195,12 +198,19 @@ class MetricsCollector:
         activity = simulated_activity(holders, cpu) if self.inventory.simulated else {}
         gpus = self.sampler(devices, activity, now)
         by_uuid = {sample.uuid: sample for sample in gpus}
-        sessions = {
-            h.session_id: SessionActivity(
-                h.session_id, session_gpu_active(h, by_uuid), cpu.get(h.session_id), now
+        read = self._session_gpu(rows, holders)
+        sessions = {}
+        for h in holders:
+            found = read.get(h.session_id)
+            if self.session_gpu is None or not h.devices:
+                active, unknown = session_gpu_active(h, by_uuid), None
+            elif isinstance(found, str) or found is None:
+                active, unknown = None, found or "no GPU reading for it"
+            else:
+                active, unknown = found, None
+            sessions[h.session_id] = SessionActivity(
+                h.session_id, active, cpu.get(h.session_id), now, gpu_unknown=unknown
             )
-            for h in holders
-        }
         by_status: dict[str, int] = {}
         for row in rows:
             by_status[row.status] = by_status.get(row.status, 0) + 1
@@ -215,6 +225,23 @@ class MetricsCollector:
         )
         self.publish(snapshot)
         return snapshot
+
+    def _session_gpu(
+        self, rows: Sequence[SessionRow], holders: Sequence[SessionInfo]
+    ) -> Mapping[str, float | str]:
+        """The per-session GPU source's answer for the sessions holding a GPU; a source
+        that fails makes each of them unknown, with its error as the reason."""
+        if self.session_gpu is None:
+            return {}
+        holding = {h.session_id for h in holders if h.devices}
+        pods = {row.id: row.container_id or row.container_name for row in rows if row.id in holding}
+        if not pods:
+            return {}
+        try:
+            return self.session_gpu(pods)
+        except Exception as exc:
+            log.warning("reading sessions' GPU activity failed: %s", exc)
+            return {sid: f"reading GPU activity failed: {exc}" for sid in pods}
 
     def _cpu(self, rows: Sequence[SessionRow]) -> dict[str, float | None]:
         """Each running session's CPU use since the last pass (percent of one core)."""

@@ -11,6 +11,12 @@ its keepalive file (which may name a moment in the future), CPU at or above
 idle once the last busy moment is ``timeout`` in the past. Sandman's own start
 (or the moment it began watching the session) counts as busy: what it could
 not see, it never holds against a session.
+
+The same rule covers a GPU Sandman cannot see. Where no sampler reads the GPU a
+session holds (Kubernetes without a GPU metrics source, a query that failed, a
+pod the source has no series for), its GPU activity is *unknown*: the session is
+kept, with that reason, and neither warned nor reclaimed; the last moment it was
+unknown counts as busy, so an idle stretch starts only once the GPU is seen.
 """
 
 from __future__ import annotations
@@ -121,6 +127,9 @@ class Activity:
     ``watched_since`` is when Sandman began watching the session (its start, or
     Sandman's own start); it counts as activity. ``cpu_percent`` and
     ``gpu_percent`` are the latest readings, for the messages only.
+    ``gpu_unknown`` says why the activity of the GPU it holds cannot be seen now
+    (None: it can, or it holds none); ``gpu_unseen`` is the last moment it could
+    not be seen, which counts as activity of a session holding a GPU.
     """
 
     watched_since: datetime
@@ -132,11 +141,19 @@ class Activity:
     cpu_percent: float | None = None
     gpu_percent: float | None = None
     has_gpu: bool = False
+    gpu_unknown: str | None = None
+    gpu_unseen: datetime | None = None
+
+    @property
+    def gpu_blind(self) -> str | None:
+        """Why this session's GPU activity is unknown, when it holds a GPU and it is."""
+        return self.gpu_unknown if self.has_gpu else None
 
     def last_busy(self, now: datetime) -> datetime:
         """The last moment anything happened; a keepalive ahead of ``now`` is now."""
         keepalive = min(self.keepalive, now) if self.keepalive is not None else None
-        moments = [self.connection, self.terminal, self.transfer, keepalive, self.compute]
+        unseen = min(self.gpu_unseen, now) if self.has_gpu and self.gpu_unseen else None
+        moments = [self.connection, self.terminal, self.transfer, keepalive, self.compute, unseen]
         return max([self.watched_since, *(m for m in moments if m is not None)])
 
 
@@ -154,9 +171,14 @@ class Warned:
 
 @dataclass(frozen=True)
 class Keep:
-    """Nothing to do; ``reclaim_at`` is when it would be reclaimed if nothing happens."""
+    """Nothing to do; ``reclaim_at`` is when it would be reclaimed if nothing happens.
+
+    ``held`` says why a session is kept whatever the clock says (its GPU activity
+    is unknown); ``reclaim_at`` is then None.
+    """
 
     reclaim_at: datetime | None
+    held: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,9 +207,14 @@ def decide(
     warning is given once per idle stretch, when its time has come; when a late
     sweep finds several due at once, only the nearest to the reclaim is given.
     Any activity starts a new stretch, and with it a new round of warnings.
+    A session whose GPU activity is unknown is kept, and not warned: it may be
+    busy on its GPU, and a warning would announce a reclaim that will not come.
     """
     if not policy.enabled:
         return Keep(None)
+    blind = activity.gpu_blind
+    if blind is not None:
+        return Keep(None, held=f"GPU activity unknown: {blind}")
     since = activity.last_busy(now)
     reclaim_at = since + timedelta(seconds=policy.timeout)
     if now >= reclaim_at:

@@ -117,6 +117,8 @@ class SessionWatch:
     keepalive: datetime | None = None
     cpu_percent: float | None = None
     gpu_percent: float | None = None
+    gpu_unknown: str | None = None  # why its GPU's activity could not be seen last time
+    gpu_unseen: datetime | None = None  # the last moment it could not be seen
     last_cpu: CpuReading | None = None  # the counter at the end of the previous probe
     warned: Warned | None = None
 
@@ -167,9 +169,23 @@ class ActivityTracker:
                     watch.compute = now
         watch.last_cpu = probe.cpu_end or start
 
-    def record_sample(self, session_id: str, sample: SessionActivity | None, now: datetime) -> None:
-        """The metrics collector's figures for the last interval (when it runs)."""
+    def record_sample(
+        self,
+        session_id: str,
+        sample: SessionActivity | None,
+        now: datetime,
+        unmeasured: str | None = None,
+    ) -> None:
+        """The metrics collector's figures for the last interval (when it runs).
+
+        ``unmeasured`` is why GPU activity is unknown when there is no figure at all
+        (a deployment whose GPUs only the collector's source sees); None: no figure
+        is just no GPU evidence, as where the collector is the only way to see it.
+        """
         if sample is None:
+            if unmeasured is not None:
+                watch = self.watch(session_id, now)
+                watch.gpu_unknown, watch.gpu_unseen = unmeasured, now
             return
         watch = self.watch(session_id, now)
         at = min(sample.at, now)
@@ -177,7 +193,10 @@ class ActivityTracker:
         if sample.cpu_percent is not None:
             watch.cpu_percent = sample.cpu_percent
             busy = sample.cpu_percent >= self.cpu_threshold
-        if sample.gpu_active is not None:
+        watch.gpu_unknown = sample.gpu_unknown
+        if sample.gpu_unknown is not None:
+            watch.gpu_unseen, watch.gpu_percent = now, None
+        elif sample.gpu_active is not None:
             watch.gpu_percent = 100.0 * sample.gpu_active
             busy = busy or watch.gpu_percent >= self.gpu_threshold
         if busy:
@@ -197,4 +216,6 @@ class ActivityTracker:
             cpu_percent=watch.cpu_percent,
             gpu_percent=watch.gpu_percent,
             has_gpu=has_gpu,
+            gpu_unknown=watch.gpu_unknown,
+            gpu_unseen=watch.gpu_unseen,
         )

@@ -9,6 +9,10 @@ database warn once and reclaim once. Reclaiming is an ordinary ending with the
 final status ``idle``: the container, GPU slice and port are given back, the
 workspace is kept.
 
+Where the cluster picks each session's device (Kubernetes), only the collector's
+outside source sees a GPU's activity: with no figure from it, a session holding
+a GPU is kept with the reason why, never reclaimed for lack of GPU evidence.
+
 What the sweep last saw of each session (its last busy moment, the warning
 standing) is written to ``session_idle`` when it changes, so login banners drawn
 by a gateway in another process can say a session was about to be reclaimed.
@@ -55,6 +59,7 @@ from sandman.store.transitions import acquire_lease
 log = logging.getLogger(__name__)
 
 LEASE = "idle-reclaim"
+UNMEASURED = "no GPU measurement of its pod yet"
 CONCURRENCY = 4  # sessions looked into at once
 PROBE_TIMEOUT = 10.0  # seconds one look inside may take
 PERSIST_STEP = timedelta(seconds=60)  # a busy moment is written again once it moved this far
@@ -118,6 +123,7 @@ class Outcome:
     busy_at: datetime
     notice: str | None  # the warning standing, for login banners
     ended: bool = False
+    held: str | None = None  # why it is kept whatever the clock says
 
 
 def banner_notice(activity: Activity, decision: Warn, now: datetime) -> str:
@@ -148,10 +154,14 @@ class IdleReclaim:
         )
         self.concurrency = max(1, concurrency)
         self.tracker = ActivityTracker(settings.idle_cpu_percent, settings.idle_gpu_percent)
+        # Why GPU activity is unknown when the collector has no figure for a session:
+        # where the cluster places sessions, nothing else can see their GPUs.
+        self.gpu_unmeasured = UNMEASURED if sessions.cluster_places else None
         self._lock = threading.Lock()  # the tracker, shared by the pool's threads
         self._held = False  # whether this process swept last time
         self._persisted: dict[str, tuple[datetime, str | None]] = {}
         self._notices: dict[str, str] = {}
+        self._kept: dict[str, str] = {}  # session -> why it is kept, as last logged
 
     def policy(self, row: SessionRow) -> IdlePolicy:
         settings = self.sessions.settings
@@ -187,6 +197,8 @@ class IdleReclaim:
                 del self._persisted[gone]
             for gone in set(self._notices) - ids:
                 del self._notices[gone]
+            for gone in set(self._kept) - ids:
+                del self._kept[gone]
         if not watched:
             return []
         users = self._users(row.user_id for row, _ in watched)
@@ -231,7 +243,7 @@ class IdleReclaim:
         sample = self.activity.activity(row.id) if self.activity is not None else None
         with self._lock:
             self.tracker.record_probe(row.id, parse_probe(result.output, uid), now)
-            self.tracker.record_sample(row.id, sample, now)
+            self.tracker.record_sample(row.id, sample, now, self.gpu_unmeasured)
             activity = self.tracker.activity(row.id, row.last_activity, bool(row.gpu_uuid), now)
             warned = self.tracker.watch(row.id, now).warned
         decision = decide(activity, policy, warned, now)
@@ -248,7 +260,17 @@ class IdleReclaim:
             return self._reclaim(row, activity, policy, decision, now)
         standing = warned is not None and warned.since == busy_at
         notice = self._notices.get(row.id) if standing else None
-        return Outcome(row.id, decision, busy_at, notice)
+        self._log_held(row, decision.held)
+        return Outcome(row.id, decision, busy_at, notice, held=decision.held)
+
+    def _log_held(self, row: SessionRow, held: str | None) -> None:
+        """Say once, and again when the reason changes, why a session is not reclaimed."""
+        with self._lock:
+            before = self._kept.pop(row.id, None)
+            if held is not None:
+                self._kept[row.id] = held
+        if held is not None and held != before:
+            log.info("session %s of %s is not reclaimed as idle: %s", row.id, row.user_id, held)
 
     def _warn(
         self, row: SessionRow, activity: Activity, policy: IdlePolicy, decision: Warn, now: datetime

@@ -15,7 +15,7 @@ offer for that device, such as temperature of a MIG instance), never zero.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -26,6 +26,7 @@ __all__ = [
     "HeldDevice",
     "MetricsSnapshot",
     "SessionActivity",
+    "SessionGpuReader",
     "SessionInfo",
 ]
 
@@ -77,12 +78,22 @@ class SessionActivity:
     (0-1; the mean over its devices), None when the session holds no GPU or the
     hardware reports no per-instance activity. ``cpu_percent`` is in percent of
     one core (200 = two cores busy), None when the engine gave no figure.
+    ``gpu_unknown`` says why the activity of the GPU it holds could not be read
+    where only an outside source sees it (Kubernetes: no source set, the query
+    failed, no series for its pod); idle decisions then keep the session.
     """
 
     session_id: str
     gpu_active: float | None
     cpu_percent: float | None
     at: datetime
+    gpu_unknown: str | None = None
+
+
+# Session GPU activity read per session rather than per device (Kubernetes, where the
+# kubelet picks the device): session id -> its pod's name in; session id -> activity
+# (0-1) or, as text, why it is unknown out. A session left out of the answer is unknown.
+SessionGpuReader = Callable[[Mapping[str, str]], Mapping[str, float | str]]
 
 
 @dataclass(frozen=True)

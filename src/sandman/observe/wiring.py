@@ -20,14 +20,14 @@ from sandman.observe.simulated import simulated_samples
 if TYPE_CHECKING:
     from sandman.config import Settings
     from sandman.gpu.types import GpuDevice, GpuInventory
-    from sandman.observe.samples import GpuSample
+    from sandman.observe.samples import GpuSample, SessionGpuReader
     from sandman.runtime.base import SessionRuntime
     from sandman.services.creation import CreationPool
     from sandman.services.reconciler import Reconciler
     from sandman.services.sessions import SessionService
     from sandman.store.database import Database
 
-__all__ = ["Metrics", "gpu_sampler"]
+__all__ = ["Metrics", "gpu_sampler", "session_gpu_reader"]
 
 
 def gpu_sampler(inventory: GpuInventory) -> tuple[GpuSampler, object | None]:
@@ -42,6 +42,21 @@ def gpu_sampler(inventory: GpuInventory) -> tuple[GpuSampler, object | None]:
 
     sampler = NvmlSampler()
     return sampler, sampler
+
+
+def session_gpu_reader(
+    settings: Settings, inventory: GpuInventory
+) -> tuple[SessionGpuReader | None, object | None]:
+    """Where sessions' GPU activity is read per session (Kubernetes), and what must be
+    closed with it; None elsewhere, where the GPU sampler's devices tell it."""
+    if inventory.backend != "kubernetes":
+        return None, None
+    from sandman.observe.prometheus_gpu import PrometheusGpu, blind_reader
+
+    if not settings.gpu_metrics_prometheus:
+        return blind_reader, None  # unknown: sessions holding a GPU are not reclaimed
+    reader = PrometheusGpu(settings.gpu_metrics_prometheus, settings.kube_namespace)
+    return reader, reader
 
 
 def no_samples(
@@ -63,10 +78,13 @@ class Metrics:
         self._closing: object | None = None
         if sampler is None:
             sampler, self._closing = gpu_sampler(inventory)
+        session_gpu, self._closing_reader = session_gpu_reader(settings, inventory)
         self.service = ServiceMetrics()
         self.registry = MetricsRegistry(self.service, socket.gethostname())
         self.history = MetricHistory(db, timedelta(seconds=settings.metrics_retention))
-        self.collector = MetricsCollector(sessions, inventory, runtime, sampler)
+        self.collector = MetricsCollector(
+            sessions, inventory, runtime, sampler, session_gpu=session_gpu
+        )
         self.collector.listeners.append(self.registry.prepare)
         self.collector.listeners.append(self.history.record)
         token = settings.metrics_token
@@ -81,6 +99,7 @@ class Metrics:
     def close(self) -> None:
         self.collector.close()
         self.history.flush()
-        close = getattr(self._closing, "close", None)
-        if close is not None:
-            close()
+        for closing in (self._closing, self._closing_reader):
+            close = getattr(closing, "close", None)
+            if close is not None:
+                close()
