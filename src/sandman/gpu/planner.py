@@ -393,9 +393,9 @@ def _try_mig(name: str, gpus: list[_Gpu], demand: DemandWeights) -> Allocation |
 def _plan_profile(
     name: str, gpus: list[_Gpu], allow_fallback: bool, demand: DemandWeights
 ) -> Allocation:
-    offered = any(g.model is not None and g.model.profile(name) for g in gpus) or any(
-        inst.profile == name for g in gpus for inst in g.device.instances
-    )
+    offered = any(
+        g.model is not None and g.model.profile(name) and not g.device.advertised_only for g in gpus
+    ) or any(inst.profile == name for g in gpus for inst in g.device.instances)
     if name not in all_profile_names() and not offered:
         raise InvalidRequest(f"unknown MIG profile {name!r}")
     if offered:

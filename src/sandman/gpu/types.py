@@ -79,6 +79,10 @@ class GpuDevice:
     mig_pending: bool = False  # a MIG mode change waits for a reset
     simulated: bool = False
     sharing: GpuSharing | None = None  # only on GPUs with MIG disabled
+    # The MIG layout is what another system advertises (a Kubernetes node's
+    # nvidia.com/mig-* resources): a profile it does not list is not offered at all,
+    # where a static GPU of Sandman's own could be laid out anew by an admin.
+    advertised_only: bool = False
 
     @property
     def memory_free_mb(self) -> int:

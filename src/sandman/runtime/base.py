@@ -81,6 +81,9 @@ class GpuGrant:
     device_ids: tuple[str, ...] = ()  # MIG instance or GPU UUIDs
     mig_profile: str | None = None  # set for MIG grants
     real: bool = False  # hand real devices to the session (not simulated)
+    # The catalogue's model of the GPU (A100-40GB), where the runtime needs it to
+    # place the session (Kubernetes: node selectors per model); None: not known.
+    model: str | None = None
 
     @property
     def count(self) -> int:

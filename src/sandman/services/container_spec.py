@@ -49,6 +49,7 @@ class SessionContainer:
     workspace_quota: int | None = None  # bytes a new workspace may hold; None: no limit
     gpu_share: GpuShare | None = None  # a replica of a shared GPU
     apps_secret: str | None = None  # the web apps' secret (environments.apps)
+    gpu_model: str | None = None  # the catalogue's model of the granted GPU, where known
 
 
 def session_environment(session: SessionContainer) -> dict[str, str]:
@@ -157,7 +158,9 @@ def session_launch(session: SessionContainer) -> SessionLaunch:
             DEPLOYMENT_LABEL: session.deployment_id,
         },
         files=session_files(session),
-        gpu=GpuGrant(session.gpu_uuids, session.mig_profile, real=session.real_gpus),
+        gpu=GpuGrant(
+            session.gpu_uuids, session.mig_profile, real=session.real_gpus, model=session.gpu_model
+        ),
         cpus=session.cpus,
         memory=session.memory,
         pids_limit=session.pids_limit,

@@ -550,6 +550,7 @@ class SessionService(SessionEnding):
             workspace_quota=quota,
             gpu_share=share,
             apps_secret=self.apps_secret(row.id) if self.apps_secret else None,
+            gpu_model=self._granted_model(allocations),
         )
         self._clear_stale_container(row.container_name, row.id)
         state = self.runtime.start(session_launch(session))
@@ -605,6 +606,15 @@ class SessionService(SessionEnding):
             current = db.get_one(SessionRow, row.id)
         self._run_hooks(self.start_hooks, current.user_id, current.id, "running")
         return current
+
+    def _granted_model(self, allocations: list[Allocation]) -> str | None:
+        """The model of the GPU a grant is on, for runtimes that place sessions by model
+        (Kubernetes' node selectors); other runtimes do not ask the inventory again."""
+        if not self.cluster_places or not allocations:
+            return None
+        parents = {a.gpu_uuid for a in allocations}
+        models = {d.model for d in self.inventory.devices() if d.uuid in parents}
+        return models.pop() if len(models) == 1 else None
 
     def container_keys(self, user_keys: list[str]) -> list[str]:
         """Whose keys the container's sshd authorizes: the user's (direct mode), and the

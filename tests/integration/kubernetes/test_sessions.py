@@ -26,7 +26,12 @@ def kube(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     root = tmp_path_factory.mktemp("kube-sandman")
     with (
         session_namespace(cluster, root, VOLUMES) as place,
-        sandman_on(cluster, place, root / "data") as harness,
+        sandman_on(
+            cluster,
+            place,
+            root / "data",
+            kube_node_selectors={"A100-40GB": {"sandman.test/pool": "a100"}},
+        ) as harness,
     ):
         yield harness
 
@@ -49,6 +54,10 @@ def test_a_session_is_a_pod_and_its_workspace_outlives_it(
         if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
     ]
     assert pod["spec"]["nodeName"] == cluster.node_name
+    # the node pool of its GPU model (SANDMAN_KUBE_NODE_SELECTORS) is required
+    assert pod["spec"]["nodeSelector"] == {"sandman.test/pool": "a100"}
+    (gpu,) = kube.client.get("/api/v1/gpus", headers=kube.headers).json()["gpus"]
+    assert cluster.node_name in gpu["name"] and "A100" in gpu["name"], gpu["name"]
     shown = kube.client.get(f"/api/v1/sessions/{session['session_id']}", headers=kube.headers)
     assert shown.json()["placement_reason"] == f"placed by Kubernetes on node {cluster.node_name}"
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
@@ -160,7 +169,7 @@ def test_the_reconciler_ends_a_session_whose_pod_failed_and_deletes_a_stray_pod(
     )  # fmt: skip
     # The session's sshd ends: its pod (restartPolicy Never) fails and stays down.
     cluster.kubectl("exec", "-n", namespace, name, "--", "kill", "1", check=False)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     phase = ""
     while time.monotonic() < deadline:
         current = json.loads(
@@ -173,13 +182,14 @@ def test_the_reconciler_ends_a_session_whose_pod_failed_and_deletes_a_stray_pod(
     assert phase in ("Failed", "Succeeded"), phase
 
     report = kube.core.reconciler.run_once()
-    assert session["session_id"] in report.ended_sessions
-    assert stray in report.removed_containers
+    assert session["session_id"] in report.ended_sessions, report
+    assert stray in report.removed_containers, report
     ended = kube.client.get(f"/api/v1/sessions/{session['session_id']}", headers=kube.headers)
     body = ended.json()
     assert body["status"] == "lost", body
     assert phase.lower() in body["end_reason"] and "last event:" in body["end_reason"], body
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while pods(cluster, namespace) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert pods(cluster, namespace) == []
+    left = [(p["metadata"]["name"], p["status"].get("phase")) for p in pods(cluster, namespace)]
+    assert left == []

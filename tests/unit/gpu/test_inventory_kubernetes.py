@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sandman.errors import InvalidLayout, RuntimeUnavailable
+from sandman.errors import CapacityExhausted, InvalidLayout, InvalidRequest, RuntimeUnavailable
 from sandman.gpu.inventory.kubernetes import (
     KubernetesInventory,
     devices_from_nodes,
@@ -17,7 +17,7 @@ from sandman.gpu.inventory.kubernetes import (
     requested,
 )
 from sandman.gpu.planner import plan
-from sandman.gpu.types import GpuRequest, MigMode
+from sandman.gpu.types import Claim, GpuRequest, MigMode
 
 
 def node(
@@ -97,9 +97,16 @@ def test_the_planner_hands_out_advertised_instances_and_refuses_what_no_node_has
     devices = devices_from_nodes([node("gpu-1", {"nvidia.com/mig-1g.5gb": "7"})])
     grant = plan(GpuRequest(mig_profile="1g.5gb"), devices, [])
     assert grant[0].instance_uuid in {i.uuid for i in devices[0].instances}
-    with pytest.raises(Exception) as refused:
+    # an A100 could be laid out with 3g.20gb, but no node advertises one: no wait helps
+    with pytest.raises(InvalidRequest) as refused:
         plan(GpuRequest(mig_profile="3g.20gb"), devices, [])
-    assert "3g.20gb" in str(refused.value)
+    assert "3g.20gb" in refused.value.message
+    # one merely in use is a capacity matter, as on Docker
+    claims = [
+        Claim(devices[0].uuid, i.start, i.size, i.profile, i.uuid) for i in devices[0].instances
+    ]
+    with pytest.raises(CapacityExhausted):
+        plan(GpuRequest(mig_profile="1g.5gb"), devices, claims, allow_fallback=False)
 
 
 def test_the_inventory_caches_briefly_and_never_makes_instances() -> None:

@@ -90,6 +90,23 @@ def test_the_placement_reason_names_the_node_kubernetes_picked_once_the_pod_runs
     assert kube.get(row.id).placement_reason == "placed by Kubernetes on node gpu-node-2"
 
 
+def test_the_launch_names_the_granted_gpus_model_for_node_selectors_per_model(
+    kube: SessionService, pods: FakePodRuntime, service: SessionService
+) -> None:
+    row = kube.create(SessionRequest(user_id="alice", gpu=MIG)).session
+    (container,) = [c for c in pods.containers.values() if c.state.id == row.container_id]
+    assert container.launch.gpu.model == "A100-40GB"
+    bare = kube.create(SessionRequest(user_id="bob", gpu=GpuRequest(gpu_count=0))).session
+    (plain,) = [c for c in pods.containers.values() if c.state.id == bare.container_id]
+    assert plain.launch.gpu.model is None
+    # Docker places nothing by model: it is not asked for
+    on_docker = service.create(SessionRequest(user_id="carol", gpu=MIG)).session
+    runtime = service.runtime
+    assert isinstance(runtime, FakeRuntime)
+    (docker,) = [c for c in runtime.containers.values() if c.state.id == on_docker.container_id]
+    assert docker.launch.gpu.model is None
+
+
 def test_a_session_without_a_gpu_has_no_placement_reason_on_kubernetes(
     kube: SessionService,
 ) -> None:

@@ -181,6 +181,7 @@ def _device(
         power_limit_w=0.0,
         mig_mode=mode,
         instances=instances,
+        advertised_only=True,
     )
 
 

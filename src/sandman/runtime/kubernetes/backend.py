@@ -158,7 +158,7 @@ class KubernetesRuntime:
         build = self.options.build
         claim = manifests.make_pvc(launch.workspace, self.namespace, build)
         secret = manifests.make_secret(launch, self.namespace, build)
-        pod = manifests.make_pod(launch, self.namespace, build)
+        pod = manifests.make_pod(launch, self.namespace, build, gpu_model=launch.gpu.model)
         name = pod["metadata"]["name"]
         self._create(
             f"creating the workspace claim of {launch.workspace.user_id}",
