@@ -1,6 +1,7 @@
 """Idle reclaim on the Kubernetes runtime, on the real cluster: Sandman looks inside
 session pods through the pods/exec subresource as on Docker, so a silent session is
-reclaimed and one computing with nobody connected is kept. Sweeps run by hand every
+reclaimed and one computing with nobody connected is kept; one holding a GPU whose
+activity no metrics source shows is never reclaimed. Sweeps run by hand every
 second, with timeouts of seconds (see tests/integration/api/test_idle_reclaim.py)."""
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def test_a_silent_pod_is_reclaimed_and_a_computing_one_kept(
     namespace = idle.core.settings.kube_namespace
     busy, busy_key = started(idle, "jon", tmp_path)
     silent, _ = started(idle, "kim", tmp_path)
+    # Silent too, but holding a GPU whose activity no metrics source shows: kept.
+    gpu = idle.create("gus", mig_profile="1g.5gb")
+    assert gpu.status_code == 201, gpu.text
+    unseen = gpu.json()
     # A job left running with nobody connected (as in a detached tmux).
     job = ssh(busy, busy_key, "nohup sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &")
     assert job.returncode == 0, job.stderr
@@ -55,6 +60,7 @@ def test_a_silent_pod_is_reclaimed_and_a_computing_one_kept(
     sweep_until(idle, lambda: time.monotonic() - began > 14, 30)  # two timeouts more
     kept = status(idle, busy["session_id"])
     assert kept["status"] == "running", kept
-    # the reclaimed session's pod is gone; the computing one's runs
+    assert status(idle, unseen["session_id"])["status"] == "running"
+    # the reclaimed session's pod is gone; the computing one's and the GPU one's run
     names = {p["metadata"]["labels"]["sandman.session_id"] for p in pods(cluster, namespace)}
-    assert names == {busy["session_id"]}
+    assert names == {busy["session_id"], unseen["session_id"]}
