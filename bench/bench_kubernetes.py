@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ import kubernetes
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.kubernetes.cluster import LocalCluster, free_port, running_cluster  # noqa: E402
+from tests.integration.kubernetes.cluster import LocalCluster, running_cluster  # noqa: E402
 from tests.integration.kubernetes.support import Place, session_namespace  # noqa: E402
 from tests.integration.support import TOKEN, Server  # noqa: E402
 
@@ -113,24 +112,7 @@ class BarePods:
 
 
 def sandman_server(cluster: LocalCluster, place: Place, root: Path) -> Server:
-    port = free_port()
-    data = root / "sandman"
-    data.mkdir()
-    server = Server(
-        data,
-        {
-            **os.environ,
-            **place.env(cluster),
-            "SANDMAN_DATA_DIR": str(data),
-            "SANDMAN_ADMIN_TOKEN": TOKEN,
-            "SANDMAN_PORT": str(port),
-            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
-            "SANDMAN_APPS_LISTEN": "off",
-            "SANDMAN_LOG_LEVEL": "WARNING",
-            "SANDMAN_STOP_GRACE_PERIOD": "0",
-        },
-        f"http://127.0.0.1:{port}",
-    )
+    server = place.server(cluster, root / "sandman", stop_grace_period="0")
     server.start()
     return server
 

@@ -3,12 +3,7 @@ credentials and the audit trail."""
 
 from __future__ import annotations
 
-import logging
-import random
-import time
 from datetime import timedelta
-
-from sqlalchemy.exc import IntegrityError
 
 from sandman.accounts.audit import AuditLog
 from sandman.accounts.directory import Directory
@@ -16,14 +11,10 @@ from sandman.accounts.policy import Action, Caller, decide
 from sandman.accounts.teams import Charge, Teams
 from sandman.accounts.tokens import Credentials
 from sandman.domain import SessionStatus
-from sandman.errors import Conflict, InvalidRequest, NotFound
+from sandman.errors import InvalidRequest, NotFound
 from sandman.services.sessions import SessionService
 from sandman.store.database import Database
 from sandman.store.models import User, utcnow
-
-log = logging.getLogger(__name__)
-# Creating a user races only with other processes creating users at the same moment.
-ENSURE_ATTEMPTS = 10
 
 
 class Accounts:
@@ -56,19 +47,9 @@ class Accounts:
         """Make sure the owner exists (an admin or operator may start a session for a
         user Sandman does not know yet: they get role ``user``) and is active, and
         find what the session is charged to."""
-        for attempt in range(ENSURE_ATTEMPTS):
-            try:
-                with self.db.transaction() as db:
-                    exists = db.get(User, user_id) is not None
-                    if not exists and not decide(caller, Action.USER_CREATE).allowed:
-                        raise NotFound(f"no user {user_id!r}")
-                    self.directory.ensure(db, user_id)
-                break
-            except IntegrityError as exc:
-                # Another process made this user, or gave the next uid to someone
-                # else, first: read again (the replicas share one database).
-                log.info("creating user %s raced (attempt %d): %s", user_id, attempt + 1, exc.orig)
-                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
-        else:
-            raise Conflict("could not create the user: too many concurrent requests, try again")
+        with self.db.transaction() as db:
+            exists = db.get(User, user_id) is not None
+            if not exists and not decide(caller, Action.USER_CREATE).allowed:
+                raise NotFound(f"no user {user_id!r}")
+            self.directory.ensure(db, user_id)
         return self.teams.charge(caller, user_id, team, project)

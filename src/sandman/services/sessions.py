@@ -90,6 +90,7 @@ LedgerHook = Callable[[Db, SessionRow, datetime], None]  # (db, session, at)
 log = logging.getLogger(__name__)
 
 RESERVE_ATTEMPTS = 20
+USER_ATTEMPTS = 20  # a new user's uid, against other processes making users at once
 
 
 @dataclass(frozen=True)
@@ -674,19 +675,30 @@ class SessionService(SessionEnding):
             self.runtime.remove(found.id, 0)
 
     def ensure_user(self, db: Db, user_id: str) -> User:
-        user = db.get(User, user_id)
-        if user is not None:
+        """The user, made with the next free uid (or the one their workspace already
+        has) when Sandman does not know them. Processes sharing one database may make
+        the same user, or give away the same uid, at once: the loser's insert fails in
+        a savepoint and it reads again, so the caller's transaction goes on."""
+        for attempt in range(USER_ATTEMPTS):
+            user = db.get(User, user_id)
+            if user is not None:
+                return user
+            taken = set(db.scalars(select(User.uid)))
+            adopted = self.runtime.workspace_owner(user_id)
+            if adopted is not None and adopted >= self.settings.uid_base and adopted not in taken:
+                uid = adopted
+            else:
+                uid = max([self.settings.uid_base - 1, *taken]) + 1
+            user = User(user_id=user_id, uid=uid, gid=uid, ssh_public_keys=[], created_at=utcnow())
+            try:
+                with db.begin_nested():
+                    db.add(user)
+            except IntegrityError as exc:
+                log.info("creating user %s raced (attempt %d): %s", user_id, attempt + 1, exc.orig)
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # let the others commit
+                continue
             return user
-        taken = set(db.scalars(select(User.uid)))
-        adopted = self.runtime.workspace_owner(user_id)
-        if adopted is not None and adopted >= self.settings.uid_base and adopted not in taken:
-            uid = adopted
-        else:
-            uid = max([self.settings.uid_base - 1, *taken]) + 1
-        user = User(user_id=user_id, uid=uid, gid=uid, ssh_public_keys=[], created_at=utcnow())
-        db.add(user)
-        db.flush()
-        return user
+        raise Conflict(f"could not create user {user_id}: too many at once, try again")
 
     def _refuse_second_session(self, db: Db, user_id: str) -> None:
         existing = db.scalars(

@@ -4,6 +4,7 @@ volumes for the workspace claims, and reading the pods Sandman made there."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from tests.integration.conftest import Harness
 from tests.integration.conftest import test_settings as sandman_settings
 from tests.integration.kubernetes.cluster import LocalCluster
-from tests.integration.support import TOKEN
+from tests.integration.support import TOKEN, Server, free_port
 
 from sandman.api.app import create_app
 from sandman.core import Sandman
@@ -32,22 +33,45 @@ class Place:
     namespace: str
     volumes: tuple[str, ...]
 
-    def env(self, cluster: LocalCluster) -> dict[str, str]:
-        """``sandman serve``'s settings for sessions here (a few tenths of a core and
-        256 MiB each, so seven pods fit the 2-core node)."""
+    def settings(self, cluster: LocalCluster) -> dict[str, Any]:
+        """Sandman's settings for sessions here (a tenth of a core and 256 MiB each,
+        so seven pods fit the 2-core node)."""
         return {
-            "SANDMAN_RUNTIME": "kubernetes",
-            "SANDMAN_KUBE_CONFIG": str(cluster.kubeconfig_path),
-            "SANDMAN_KUBE_NAMESPACE": self.namespace,
-            "SANDMAN_KUBE_STORAGE_CLASS": STORAGE_CLASS,
-            "SANDMAN_KUBE_WORKSPACE_SIZE": "1Gi",
-            "SANDMAN_KUBE_PENDING_TIMEOUT": "120",
-            "SANDMAN_START_TIMEOUT": "120",
-            "SANDMAN_CREATE_WAIT": "120",
-            "SANDMAN_SSH_MODE": "gateway",
-            "SANDMAN_CPUS": "0.1",
-            "SANDMAN_MEMORY": "256m",
+            "runtime": "kubernetes",
+            "kube_config": str(cluster.kubeconfig_path),
+            "kube_namespace": self.namespace,
+            "kube_storage_class": STORAGE_CLASS,
+            "kube_workspace_size": "1Gi",
+            "kube_pending_timeout": 120,
+            "start_timeout": 120,
+            "create_wait": 120,
+            "ssh_mode": "gateway",
+            "cpus": 0.1,
+            "memory": "256m",
         }
+
+    def env(self, cluster: LocalCluster) -> dict[str, str]:
+        """The same settings as ``sandman serve``'s environment."""
+        return {f"SANDMAN_{k.upper()}": str(v) for k, v in self.settings(cluster).items()}
+
+    def server(self, cluster: LocalCluster, data_dir: Path, **settings: str) -> Server:
+        """A ``sandman serve`` process (not started) for sessions here, on ports of its
+        own on 127.0.0.1, with ``settings`` on top (``database_url="..."``)."""
+        port = free_port()
+        env = {
+            **os.environ,
+            **self.env(cluster),
+            "SANDMAN_DATA_DIR": str(data_dir),
+            "SANDMAN_ADMIN_TOKEN": TOKEN,
+            "SANDMAN_PORT": str(port),
+            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
+            "SANDMAN_APPS_LISTEN": "off",
+            "SANDMAN_LOG_LEVEL": "WARNING",
+            "SANDMAN_STOP_GRACE_PERIOD": "1",
+            **{f"SANDMAN_{k.upper()}": v for k, v in settings.items()},
+        }
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return Server(data_dir, env, f"http://127.0.0.1:{port}")
 
 
 @contextmanager
@@ -80,23 +104,7 @@ def sandman_on(
 ) -> Iterator[Harness]:
     """Sandman in this process (the API through a test client, no background loops)
     with its sessions in ``place``; every session it started is ended afterwards."""
-    settings = sandman_settings(
-        data_dir,
-        **{
-            "runtime": "kubernetes",
-            "kube_config": str(cluster.kubeconfig_path),
-            "kube_namespace": place.namespace,
-            "kube_storage_class": STORAGE_CLASS,
-            "kube_workspace_size": "1Gi",
-            "kube_pending_timeout": 120,
-            "start_timeout": 120,
-            "ssh_mode": "gateway",
-            "create_wait": 120,
-            "cpus": 0.1,  # seven pods on a 2-core node
-            "memory": "256m",
-            **overrides,
-        },
-    )
+    settings = sandman_settings(data_dir, **{**place.settings(cluster), **overrides})
     core = Sandman(settings, announce=lambda _: None)
     client = TestClient(create_app(core, run_background=False))
     client.__enter__()
@@ -113,8 +121,17 @@ def sandman_on(
 
 def pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:
     """The namespace's pods that are not being deleted."""
-    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
-    return [p for p in listed["items"] if not p["metadata"].get("deletionTimestamp")]
+    return [p for p in all_pods(cluster, namespace) if not p["metadata"].get("deletionTimestamp")]
+
+
+def pod_of(cluster: LocalCluster, namespace: str, session_id: str) -> dict[str, Any]:
+    """The one live pod of a session."""
+    (pod,) = [
+        p
+        for p in pods(cluster, namespace)
+        if p["metadata"]["labels"].get("sandman.session_id") == session_id
+    ]
+    return pod
 
 
 def all_pods(cluster: LocalCluster, namespace: str) -> list[dict[str, Any]]:

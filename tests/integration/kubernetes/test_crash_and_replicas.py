@@ -5,7 +5,6 @@ one PostgreSQL never hand one MIG slice to two pods."""
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.integration.kubernetes.cluster import LocalCluster, free_port
+from tests.integration.kubernetes.cluster import LocalCluster
 from tests.integration.kubernetes.support import Place, pods, session_namespace, wait_for_no_pods
 from tests.integration.postgres import running_postgres
-from tests.integration.support import HEADERS, TOKEN, Server
+from tests.integration.support import HEADERS, Server
 
 PROFILE = "1g.5gb"
 
@@ -35,21 +34,7 @@ def servers(cluster: LocalCluster, place: Place, tmp_path: Path) -> Iterator[Cal
     made: list[Server] = []
 
     def make(**settings: str) -> Server:
-        port = free_port()
-        env = {
-            **os.environ,
-            **place.env(cluster),
-            "SANDMAN_DATA_DIR": str(tmp_path / "data"),
-            "SANDMAN_ADMIN_TOKEN": TOKEN,
-            "SANDMAN_PORT": str(port),
-            "SANDMAN_SSH_LISTEN": f"127.0.0.1:{free_port()}",
-            "SANDMAN_APPS_LISTEN": "off",
-            "SANDMAN_LOG_LEVEL": "WARNING",
-            "SANDMAN_STOP_GRACE_PERIOD": "1",
-            **{f"SANDMAN_{k.upper()}": v for k, v in settings.items()},
-        }
-        (tmp_path / "data").mkdir(exist_ok=True)
-        found = Server(tmp_path / "data", env, f"http://127.0.0.1:{port}")
+        found = place.server(cluster, tmp_path / "data", **settings)
         made.append(found)
         return found
 

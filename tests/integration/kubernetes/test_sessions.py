@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.integration.conftest import Harness
 from tests.integration.kubernetes.cluster import LocalCluster
-from tests.integration.kubernetes.support import pods, sandman_on, session_namespace
+from tests.integration.kubernetes.support import pod_of, pods, sandman_on, session_namespace
 from tests.integration.support import ssh, write_key
 
 VOLUMES = 12
@@ -48,11 +48,7 @@ def test_a_session_is_a_pod_and_its_workspace_outlives_it(
     created = kube.create("kim", mig_profile="1g.5gb")
     assert created.status_code == 201, created.text
     session = created.json()
-    (pod,) = [
-        p
-        for p in pods(cluster, namespace)
-        if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
-    ]
+    pod = pod_of(cluster, namespace, session["session_id"])
     assert pod["spec"]["nodeName"] == cluster.node_name
     # the node pool of its GPU model (SANDMAN_KUBE_NODE_SELECTORS) is required
     assert pod["spec"]["nodeSelector"] == {"sandman.test/pool": "a100"}
@@ -152,11 +148,7 @@ def test_the_reconciler_ends_a_session_whose_pod_failed_and_deletes_a_stray_pod(
     created = kube.create("ria", mig_profile="1g.5gb")
     assert created.status_code == 201, created.text
     session = created.json()
-    (pod,) = [
-        p
-        for p in pods(cluster, namespace)
-        if p["metadata"]["labels"].get("sandman.session_id") == session["session_id"]
-    ]
+    pod = pod_of(cluster, namespace, session["session_id"])
     name = pod["metadata"]["name"]
     # A pod of this deployment whose session does not exist (left by a crash).
     labels = {**pod["metadata"]["labels"], "sandman.session_id": "no-such-session"}

@@ -53,8 +53,7 @@ class KubernetesOptions:
 
     namespace: str = "sandman-sessions"
     pending_timeout: float = 300.0
-    watch: bool = True  # wait for a pod's changes by a watch (else by reads every watch_step)
-    watch_step: float = 0.5
+    watch_step: float = 0.5  # the least wait before a read when a watch fails at once
     build: manifests.BuildOptions = field(default_factory=manifests.BuildOptions)
 
 
@@ -203,9 +202,6 @@ class KubernetesRuntime:
         """The pod once it next changes (None once it is gone), by a watch from the
         version ``raw`` was read at; after ``timeout`` seconds without a change, or
         when the watch cannot be had, the pod as a fresh read finds it."""
-        if not self.options.watch:
-            self._sleep(self.options.watch_step)
-            return self._read_pod(name)
         from kubernetes import watch
 
         began = self._clock()
