@@ -394,7 +394,14 @@ class KubernetesRuntime:
                 resp.close()
             return ExecResult(code if code is not None else 0, "".join(chunks))
 
-        return self._call(f"running a command in {name_or_id}", run)
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._call(f"running a command in {name_or_id}", run)
+        except ApiException as exc:
+            # The exec channel is a WebSocket: a refused handshake (the container
+            # has just ended, say) arrives with no HTTP status of its own.
+            raise RuntimeFailure(f"running a command in {name_or_id}: {_message(exc)}") from exc
 
     def workspace_usage(self, user_id: str) -> WorkspaceUsage | None:
         from kubernetes.client.exceptions import ApiException

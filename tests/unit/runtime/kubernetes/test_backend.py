@@ -121,3 +121,24 @@ def test_a_gone_pod_or_one_without_events_has_no_last_event(
     assert backend.last_event("sandman-alice") is None  # deleted: not read
     core.pods["sandman-alice"] = pod(uid="uid-3")
     assert backend.last_event("sandman-alice") is None  # those events are another pod's
+
+
+def test_a_command_whose_container_has_just_ended_is_a_runtime_failure(
+    backend: KubernetesRuntime, core: FakeCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kubernetes.stream
+
+    from sandman.errors import RuntimeFailure
+
+    core.pods["sandman-alice"] = pod()
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        # What the client raises when the exec WebSocket's handshake is refused.
+        raise ApiException(
+            status=0,
+            reason='Handshake status 500 Internal Server Error: container not found ("session")',
+        )
+
+    monkeypatch.setattr(kubernetes.stream, "stream", refused)
+    with pytest.raises(RuntimeFailure, match="container not found"):
+        backend.exec("sandman-alice", ["true"], "20001:20001", 5)
